@@ -1,0 +1,22 @@
+//! The protocol-neutral heart of Postern.
+//!
+//! `core` knows *who* is connecting ([`identity`]), *what* they may reach ([`target`]),
+//! *what* they asked for ([`command`]) and *what the gateway decided* ([`decision`]). It owns the
+//! seams ([`seams`]) through which a protocol engine reaches authentication, policy and the
+//! metadata store, so that engines never depend on the crates that implement them.
+//!
+//! Nothing here performs I/O: leaf crates do, behind the traits.
+
+pub mod audit;
+pub mod command;
+pub mod decision;
+pub mod identity;
+pub mod seams;
+pub mod target;
+
+pub use audit::{AuditEvent, AuditKind};
+pub use command::{Command, CommandSource};
+pub use decision::Decision;
+pub use identity::{Identity, IdentityKind};
+pub use seams::{AllowAll, AuditQuery, AuthError, Authenticator, Policy, Store, StoreError};
+pub use target::{Target, TargetAccess, TargetKind};

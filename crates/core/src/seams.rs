@@ -1,0 +1,87 @@
+//! The traits through which protocol engines reach the rest of the gateway.
+//!
+//! Engines depend on these traits only; `auth`, `store` and (later) the policy and recorder
+//! crates implement them, and the binary wires concrete types together.
+
+use crate::audit::AuditEvent;
+use crate::command::Command;
+use crate::decision::Decision;
+use crate::identity::Identity;
+use crate::target::Target;
+
+/// Why a credential was refused. The messages are shown to the caller, so they say *which*
+/// check failed without echoing the credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No credential was presented.
+    #[error("no token was presented (send the token as the password)")]
+    Missing,
+    /// The credential is not a well-formed token.
+    #[error("the token is malformed: {0}")]
+    Malformed(String),
+    /// The signature does not verify against any trusted key.
+    #[error("the token's signature is invalid (forged or signed by an untrusted key)")]
+    BadSignature,
+    /// The token's `exp` has passed.
+    #[error("the token has expired")]
+    Expired,
+    /// The token's `nbf` is in the future.
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// The token is for another audience or issuer, or uses a refused algorithm.
+    #[error("the token was rejected: {0}")]
+    Rejected(String),
+    /// The verifier could not check the token (e.g. the JWKS could not be fetched).
+    #[error("the token could not be verified right now: {0}")]
+    Unavailable(String),
+}
+
+/// Turns a presented credential into a verified [`Identity`].
+#[async_trait::async_trait]
+pub trait Authenticator: Send + Sync {
+    /// Verify `token` and return the identity it proves.
+    async fn authenticate(&self, token: &str) -> Result<Identity, AuthError>;
+}
+
+/// The decision point: one call per command, on the hot path, so it must not block.
+pub trait Policy: Send + Sync {
+    /// Decide what to do with `command`, issued by `identity` against `target`.
+    fn decide(&self, identity: &Identity, target: &Target, command: &Command<'_>) -> Decision;
+}
+
+/// The policy used until rules are configured: every command is allowed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AllowAll;
+
+impl Policy for AllowAll {
+    fn decide(&self, _: &Identity, _: &Target, _: &Command<'_>) -> Decision {
+        Decision::Allow
+    }
+}
+
+/// A failure of the metadata store.
+#[derive(Debug, thiserror::Error)]
+#[error("metadata store: {0}")]
+pub struct StoreError(pub String);
+
+/// Filters for listing audit events; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only events of this subject.
+    pub subject: Option<String>,
+    /// Only events for this target.
+    pub target: Option<String>,
+    /// Only events at or after this Unix time in milliseconds.
+    pub since_ms: Option<i64>,
+    /// At most this many events, newest first (default 100).
+    pub limit: Option<u32>,
+}
+
+/// The metadata store: audit events now; sessions index and approvals as they land.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Persist one audit event.
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// List audit events matching `query`, newest first.
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+}
