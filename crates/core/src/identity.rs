@@ -71,3 +71,8 @@ impl Identity {
         self.groups.iter().any(|g| g == group)
     }
 }
+
+/// A new, time-ordered session id (UUIDv7), so ids sort by start time in listings and file names.
+pub fn new_session_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -17,6 +17,6 @@ pub mod target;
 pub use audit::{AuditEvent, AuditKind};
 pub use command::{Command, CommandSource};
 pub use decision::Decision;
-pub use identity::{Identity, IdentityKind};
+pub use identity::{Identity, IdentityKind, new_session_id};
 pub use seams::{AllowAll, AuditQuery, AuthError, Authenticator, Policy, Store, StoreError};
 pub use target::{Target, TargetAccess, TargetKind};

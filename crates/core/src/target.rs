@@ -39,7 +39,7 @@ pub struct TargetAccess {
 impl TargetAccess {
     /// Whether `identity` may open a session under these rules.
     pub fn admits(&self, identity: &Identity) -> bool {
-        (self.subjects.is_empty() || self.subjects.iter().any(|s| *s == identity.subject))
+        (self.subjects.is_empty() || self.subjects.contains(&identity.subject))
             && (self.groups.is_empty() || self.groups.iter().any(|g| identity.in_group(g)))
             && (self.kinds.is_empty() || self.kinds.contains(&identity.kind))
     }

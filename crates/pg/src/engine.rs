@@ -1,0 +1,131 @@
+//! The engine: shared state for every PostgreSQL session, and the accept loop.
+
+use crate::cancel::CancelRegistry;
+use crate::error::Refusal;
+use crate::session;
+use crate::target::PgTarget;
+use bytes::BytesMut;
+use postern_core::{Authenticator, Policy, Store};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Bounds that keep one caller from exhausting the gateway.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message accepted from a client (bytes).
+    pub max_client_frame: usize,
+    /// Largest message accepted from a server (bytes); PostgreSQL's own limit is 1 GiB.
+    pub max_server_frame: usize,
+    /// Time allowed from TCP accept to the end of authentication.
+    pub handshake_timeout: Duration,
+    /// Time allowed to connect and log in to the target.
+    pub connect_timeout: Duration,
+    /// Concurrent client connections.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_client_frame: 64 << 20,
+            max_server_frame: 1 << 30,
+            handshake_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Everything the PostgreSQL sessions share. Read-only after construction, except the cancel
+/// registry, which has its own lock.
+pub struct PgEngine {
+    /// Targets by name.
+    pub targets: HashMap<String, Arc<PgTarget>>,
+    /// Verifies tokens.
+    pub authenticator: Arc<dyn Authenticator>,
+    /// The decision point.
+    pub policy: Arc<dyn Policy>,
+    /// Where audit events go.
+    pub store: Arc<dyn Store>,
+    /// The listener's TLS configuration (`None`: TLS is declined).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Refuse clients that did not negotiate TLS.
+    pub require_tls: bool,
+    /// Resource bounds.
+    pub limits: Limits,
+    pub(crate) cancels: CancelRegistry,
+}
+
+impl PgEngine {
+    /// Builds an engine; `targets` must contain only PostgreSQL targets.
+    pub fn new(
+        targets: impl IntoIterator<Item = PgTarget>,
+        authenticator: Arc<dyn Authenticator>,
+        policy: Arc<dyn Policy>,
+        store: Arc<dyn Store>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        require_tls: bool,
+        limits: Limits,
+    ) -> Self {
+        PgEngine {
+            targets: targets
+                .into_iter()
+                .map(|t| (t.target.name.clone(), Arc::new(t)))
+                .collect(),
+            authenticator,
+            policy,
+            store,
+            tls,
+            require_tls,
+            limits,
+            cancels: CancelRegistry::default(),
+        }
+    }
+
+    /// Accepts connections until `shutdown` fires, then waits for every session to end.
+    ///
+    /// One client can never stop the loop: per-connection failures stay in their task, accept
+    /// errors back off briefly, and connections over the limit get a clear error.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.limits.max_connections));
+        let tasks = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tasks.spawn(refuse(tcp, Refusal::TooManyConnections));
+                continue;
+            };
+            let engine = self.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                session::serve_connection(engine, tcp, peer, shutdown).await;
+                drop(permit);
+            });
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+}
+
+async fn refuse(mut tcp: tokio::net::TcpStream, refusal: Refusal) {
+    let mut out = BytesMut::new();
+    refusal.encode(&mut out);
+    let _ = tcp.write_all(&out).await;
+}

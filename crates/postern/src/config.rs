@@ -1,0 +1,352 @@
+//! The configuration file: one TOML document, every key with a default, validated without I/O
+//! first ([`RawConfig`]) and then resolved into what the gateway runs with (secrets read, TLS
+//! built) by `serve`.
+
+use postern_auth::OidcConfig;
+use postern_core::{TargetAccess, TargetKind};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the data directory is when the file does not say.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/postern";
+/// The PostgreSQL listener's default address.
+pub const DEFAULT_POSTGRES_LISTEN: &str = "127.0.0.1:15432";
+
+/// The file as written, with defaults filled in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Metadata (SQLite), keys, TLS material and recordings live here.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Listener addresses.
+    #[serde(default)]
+    pub listen: Listen,
+    /// The listeners' certificate; absent: a self-signed one is generated in data_dir/tls.
+    pub tls: Option<TlsFiles>,
+    /// Identity providers and token settings.
+    #[serde(default)]
+    pub auth: AuthSection,
+    /// Resource bounds.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// Log output.
+    #[serde(default)]
+    pub log: LogSection,
+    /// The resources callers can reach.
+    #[serde(default)]
+    pub targets: Vec<RawTarget>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR)
+}
+
+/// `[listen]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// PostgreSQL listener.
+    #[serde(default = "default_postgres_listen")]
+    pub postgres: SocketAddr,
+    /// HTTP listener (health now; console, REST and MCP as they land).
+    pub http: Option<SocketAddr>,
+    /// Refuse clients that do not use TLS. Default: true unless the listener is on loopback.
+    pub require_tls: Option<bool>,
+}
+
+fn default_postgres_listen() -> SocketAddr {
+    DEFAULT_POSTGRES_LISTEN
+        .parse()
+        .expect("valid default address")
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            postgres: default_postgres_listen(),
+            http: None,
+            require_tls: None,
+        }
+    }
+}
+
+impl Listen {
+    /// Whether plaintext clients are refused.
+    pub fn require_tls(&self) -> bool {
+        self.require_tls
+            .unwrap_or(!self.postgres.ip().is_loopback())
+    }
+}
+
+/// `[tls]`: PEM files for the listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Longest lifetime `postern token issue` grants.
+    #[serde(default = "default_max_ttl", with = "humantime_serde_compat")]
+    pub token_max_ttl: Duration,
+    /// OpenID Connect providers whose tokens are accepted.
+    #[serde(default)]
+    pub oidc: Vec<OidcConfig>,
+}
+
+fn default_max_ttl() -> Duration {
+    postern_auth::DEFAULT_MAX_TTL
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            token_max_ttl: default_max_ttl(),
+            oidc: Vec::new(),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Largest message a client may send, in bytes.
+    pub max_client_message_bytes: usize,
+    /// Time from accept to the end of authentication.
+    #[serde(with = "humantime_serde_compat")]
+    pub handshake_timeout: Duration,
+    /// Time to connect and log in to a target.
+    #[serde(with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    /// Concurrent client connections.
+    pub max_connections: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let d = postern_pg::Limits::default();
+        LimitsSection {
+            max_client_message_bytes: d.max_client_frame,
+            handshake_timeout: d.handshake_timeout,
+            connect_timeout: d.connect_timeout,
+            max_connections: d.max_connections,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `json` (one object per line) or `text`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `postern_pg=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON lines, for log aggregation.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// `[[targets]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    /// The name callers use (the PostgreSQL `dbname`).
+    pub name: String,
+    /// Protocol.
+    pub kind: TargetKind,
+    /// `postgres://user[:password]@host:port/database[?sslmode=...]`: credentials the gateway holds.
+    pub url: String,
+    /// Read the upstream password from this environment variable.
+    pub password_env: Option<String>,
+    /// Read the upstream password from this file (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// Upstream TLS: disable, prefer, require, verify-ca, verify-full (default: the URL's
+    /// `sslmode`, else prefer).
+    pub tls: Option<String>,
+    /// CA certificates (PEM) trusted for verify-ca / verify-full; default: the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Who may open the target (absent: any verified identity).
+    #[serde(default)]
+    pub allow: TargetAccess,
+}
+
+/// A configuration problem, with where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or has unknown keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl RawConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates `text` (`path` only names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+        let config: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what can be checked without touching the outside world.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for target in &self.targets {
+            if target.name.trim().is_empty() {
+                return Err(ConfigError::Invalid("a target has an empty name".into()));
+            }
+            if !names.insert(target.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "target \"{}\" is defined twice",
+                    target.name
+                )));
+            }
+            let invalid =
+                |msg: String| ConfigError::Invalid(format!("target \"{}\": {msg}", target.name));
+            let url = postern_pg::PgUrl::parse(&target.url).map_err(|e| invalid(e.to_string()))?;
+            let sources = [
+                url.password.is_some(),
+                target.password_env.is_some(),
+                target.password_file.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() > 1 {
+                return Err(invalid(
+                    "give the password in only one of url, password_env, password_file".into(),
+                ));
+            }
+            if let Some(mode) = &target.tls {
+                mode.parse::<postern_pg::UpstreamTlsMode>()
+                    .map_err(invalid)?;
+            }
+        }
+        for provider in &self.auth.oidc {
+            provider.validate().map_err(|e| {
+                ConfigError::Invalid(format!("[[auth.oidc]] {}: {e}", provider.issuer))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// `"30s"`, `"5m"`, `"1h"` durations in TOML.
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUE_EXAMPLE: &str = r#"
+data_dir = "/var/lib/postern"
+
+[listen]
+postgres = "127.0.0.1:15432"
+http = "127.0.0.1:18080"
+
+[[targets]]
+name = "shop"
+kind = "postgres"
+url = "postgres://postgres@127.0.0.1:5432/shop"
+"#;
+
+    #[test]
+    fn the_minimal_example_parses() {
+        let c = RawConfig::parse(ISSUE_EXAMPLE, Path::new("x.toml")).unwrap();
+        assert_eq!(c.targets[0].name, "shop");
+        assert!(!c.listen.require_tls());
+        assert_eq!(c.limits.connect_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn require_tls_defaults_on_for_public_listeners() {
+        let c =
+            RawConfig::parse("[listen]\npostgres = \"0.0.0.0:5432\"\n", Path::new("x")).unwrap();
+        assert!(c.listen.require_tls());
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_their_place() {
+        let dup = format!(
+            "{ISSUE_EXAMPLE}\n[[targets]]\nname = \"shop\"\nkind = \"postgres\"\nurl = \"postgres://h/db\"\n"
+        );
+        let err = RawConfig::parse(&dup, Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("defined twice"), "{err}");
+        let err = RawConfig::parse("[listen]\npostgress = \"x\"", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("x.toml") && err.contains("postgress"), "{err}");
+        let two_passwords =
+            "[[targets]]\nname='a'\nkind='postgres'\nurl='postgres://u:p@h/db'\npassword_env='X'\n";
+        assert!(RawConfig::parse(two_passwords, Path::new("x")).is_err());
+        let bad_tls =
+            "[[targets]]\nname='a'\nkind='postgres'\nurl='postgres://h/db'\ntls='maybe'\n";
+        assert!(
+            RawConfig::parse(bad_tls, Path::new("x"))
+                .unwrap_err()
+                .to_string()
+                .contains("maybe")
+        );
+    }
+}

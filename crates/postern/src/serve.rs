@@ -1,0 +1,209 @@
+//! `postern serve`: resolve the configuration, wire the concrete parts into the engines, and run
+//! the listeners until a signal arrives.
+
+use crate::config::{RawConfig, RawTarget};
+use crate::{health, tls};
+use anyhow::{Context, Result, bail};
+use postern_auth::{GatewayKey, GatewayTokenVerifier, MultiAuthenticator, OidcVerifier};
+use postern_core::{AllowAll, Target};
+use postern_pg::{Limits, PgEngine, PgTarget, PgUrl, Secret, UpstreamTlsMode};
+use postern_store::SqliteStore;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A running gateway: its bound addresses, and the handle that stops it.
+pub struct Running {
+    /// Where the PostgreSQL listener is bound.
+    pub postgres_addr: SocketAddr,
+    /// Fires to stop the listeners and end every session.
+    pub shutdown: CancellationToken,
+    /// Completes when every listener and session has ended.
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// Resolves `config`, binds its listeners and starts serving in the background.
+pub async fn start(config: &RawConfig) -> Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    let key =
+        GatewayKey::load_or_create(&config.data_dir).context("loading the gateway signing key")?;
+    let mut oidc = Vec::new();
+    for provider in &config.auth.oidc {
+        oidc.push(
+            OidcVerifier::new(provider.clone())
+                .with_context(|| format!("OIDC provider {}", provider.issuer))?,
+        );
+    }
+    let authenticator =
+        MultiAuthenticator::new(GatewayTokenVerifier::new(&key.verifying_key()), oidc)?;
+    let store = SqliteStore::open(&config.data_dir.join("postern.db"))
+        .await
+        .context("opening the metadata store")?;
+    let targets = config
+        .targets
+        .iter()
+        .map(resolve_target)
+        .collect::<Result<Vec<_>>>()?;
+    let server_tls = tls::server_config(config.tls.as_ref(), &config.data_dir)?;
+    let limits = Limits {
+        max_client_frame: config.limits.max_client_message_bytes,
+        handshake_timeout: config.limits.handshake_timeout,
+        connect_timeout: config.limits.connect_timeout,
+        max_connections: config.limits.max_connections,
+        ..Limits::default()
+    };
+    let engine = Arc::new(PgEngine::new(
+        targets,
+        Arc::new(authenticator),
+        Arc::new(AllowAll),
+        Arc::new(store),
+        Some(server_tls),
+        config.listen.require_tls(),
+        limits,
+    ));
+
+    let pg_listener = TcpListener::bind(config.listen.postgres)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the postgres listener on {}",
+                config.listen.postgres
+            )
+        })?;
+    let postgres_addr = pg_listener.local_addr()?;
+    let http_listener = match config.listen.http {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the http listener on {addr}"))?,
+        ),
+        None => None,
+    };
+    let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+
+    let shutdown = CancellationToken::new();
+    let pg = tokio::spawn(engine.serve(pg_listener, shutdown.clone()));
+    let http = http_listener.map(|l| tokio::spawn(health::serve(l, shutdown.clone())));
+    let done = tokio::spawn(async move {
+        let _ = pg.await;
+        if let Some(http) = http {
+            let _ = http.await;
+        }
+    });
+    tracing::info!(postgres = %postgres_addr, http = ?http_addr, targets = config.targets.len(), "postern is serving");
+    Ok(Running {
+        postgres_addr,
+        shutdown,
+        done,
+    })
+}
+
+/// Runs until SIGINT or SIGTERM, then stops every session.
+pub async fn run(config: &RawConfig) -> Result<()> {
+    let running = start(config).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown.cancel();
+    let _ = running.done.await;
+    Ok(())
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn resolve_target(raw: &RawTarget) -> Result<PgTarget> {
+    let url = PgUrl::parse(&raw.url).with_context(|| format!("target \"{}\"", raw.name))?;
+    let password = match (&url.password, &raw.password_env, &raw.password_file) {
+        (Some(p), _, _) => Some(p.clone()),
+        (_, Some(var), _) => Some(std::env::var(var).with_context(|| {
+            format!(
+                "target \"{}\": environment variable {var} (password_env) is not set",
+                raw.name
+            )
+        })?),
+        (_, _, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| {
+                    format!(
+                        "target \"{}\": reading password_file {}",
+                        raw.name,
+                        path.display()
+                    )
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+        ),
+        _ => None,
+    };
+    let mut params = Vec::new();
+    let mut sslmode = None;
+    for (k, v) in &url.query {
+        match k.as_str() {
+            "sslmode" => sslmode = Some(v.clone()),
+            "options" | "application_name" => params.push((k.clone(), v.clone())),
+            other => bail!(
+                "target \"{}\": unsupported URL parameter {other:?}",
+                raw.name
+            ),
+        }
+    }
+    let tls_mode: UpstreamTlsMode = raw
+        .tls
+        .clone()
+        .or(sslmode)
+        .unwrap_or_else(|| "prefer".into())
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("target \"{}\": {e}", raw.name))?;
+    let roots = root_store(raw)?;
+    let tls = postern_pg::client_tls_config(tls_mode, roots)
+        .with_context(|| format!("target \"{}\": building TLS configuration", raw.name))?;
+    Ok(PgTarget {
+        target: Target {
+            name: raw.name.clone(),
+            kind: raw.kind,
+            access: raw.allow.clone(),
+        },
+        host: url.host,
+        port: url.port,
+        user: url.user,
+        database: url.database,
+        password: password.map(Secret::new),
+        tls_mode,
+        tls,
+        params,
+    })
+}
+
+fn root_store(raw: &RawTarget) -> Result<rustls::RootCertStore> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match &raw.ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path).with_context(|| {
+                format!(
+                    "target \"{}\": reading ca_file {}",
+                    raw.name,
+                    path.display()
+                )
+            })? {
+                roots.add(cert?)?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    Ok(roots)
+}
