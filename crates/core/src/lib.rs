@@ -18,5 +18,7 @@ pub use audit::{AuditEvent, AuditKind};
 pub use command::{Command, CommandSource};
 pub use decision::Decision;
 pub use identity::{Identity, IdentityKind, new_session_id};
-pub use seams::{AllowAll, AuditQuery, AuthError, Authenticator, Policy, Store, StoreError};
+pub use seams::{
+    AllowAll, AuditQuery, AuthError, Authenticator, Policy, SessionPolicy, Store, StoreError,
+};
 pub use target::{Target, TargetAccess, TargetKind};

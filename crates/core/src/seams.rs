@@ -43,10 +43,17 @@ pub trait Authenticator: Send + Sync {
     async fn authenticate(&self, token: &str) -> Result<Identity, AuthError>;
 }
 
-/// The decision point: one call per command, on the hot path, so it must not block.
+/// The decision point, shared by every session. It hands each session its own
+/// [`SessionPolicy`], which may keep per-session state (prepared statements, approval windows).
 pub trait Policy: Send + Sync {
-    /// Decide what to do with `command`, issued by `identity` against `target`.
-    fn decide(&self, identity: &Identity, target: &Target, command: &Command<'_>) -> Decision;
+    /// Starts deciding for a session of `identity` on `target`.
+    fn open_session(&self, identity: &Identity, target: &Target) -> Box<dyn SessionPolicy>;
+}
+
+/// One session's decision point: one call per command, on the hot path, so it must not block.
+pub trait SessionPolicy: Send {
+    /// Decide what to do with `command`.
+    fn decide(&mut self, command: &Command<'_>) -> Decision;
 }
 
 /// The policy used until rules are configured: every command is allowed.
@@ -54,7 +61,13 @@ pub trait Policy: Send + Sync {
 pub struct AllowAll;
 
 impl Policy for AllowAll {
-    fn decide(&self, _: &Identity, _: &Target, _: &Command<'_>) -> Decision {
+    fn open_session(&self, _: &Identity, _: &Target) -> Box<dyn SessionPolicy> {
+        Box::new(AllowAll)
+    }
+}
+
+impl SessionPolicy for AllowAll {
+    fn decide(&mut self, _: &Command<'_>) -> Decision {
         Decision::Allow
     }
 }

@@ -16,7 +16,7 @@
 use crate::error::sqlstate;
 use crate::frame::{self, ErrorFields, FrameError, Reader};
 use bytes::{BufMut, BytesMut};
-use postern_core::{Command, CommandSource, Decision, Identity, Policy, Target};
+use postern_core::{Command, CommandSource, Decision, Identity, SessionPolicy, Target};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,8 +59,6 @@ pub struct RelayContext<'a> {
     pub identity: &'a Identity,
     /// The target.
     pub target: &'a Target,
-    /// The decision point.
-    pub policy: &'a dyn Policy,
     /// Largest frame accepted from the client.
     pub max_client_frame: usize,
     /// Largest frame accepted from the server.
@@ -78,14 +76,12 @@ impl<'a> RelayContext<'a> {
     pub fn new(
         identity: &'a Identity,
         target: &'a Target,
-        policy: &'a dyn Policy,
         max_client_frame: usize,
         max_server_frame: usize,
     ) -> Self {
         RelayContext {
             identity,
             target,
-            policy,
             max_client_frame,
             max_server_frame,
             marker: format!("postern_refused_{:016x}", rand::random::<u64>()),
@@ -102,6 +98,7 @@ impl<'a> RelayContext<'a> {
 /// Client → server: decide on each statement, forward runs of frames as they are.
 pub async fn client_to_server<R, W>(
     ctx: &RelayContext<'_>,
+    policy: &mut dyn SessionPolicy,
     client: &mut R,
     server: &mut W,
     mut buf: BytesMut,
@@ -127,7 +124,7 @@ where
                 break;
             }
             let refusal = match tag {
-                b'Q' | b'P' => match inspect(ctx, &buf[pos..pos + total]) {
+                b'Q' | b'P' => match inspect(ctx, policy, &buf[pos..pos + total]) {
                     Ok(refusal) => refusal,
                     Err(e) => return RelayEnd::ClientProtocol(e),
                 },
@@ -172,7 +169,11 @@ where
 
 /// Decodes a `Query` or `Parse` frame, asks the policy, and returns the replacement frame when
 /// the statement is refused.
-fn inspect(ctx: &RelayContext<'_>, frame_bytes: &[u8]) -> Result<Option<BytesMut>, FrameError> {
+fn inspect(
+    ctx: &RelayContext<'_>,
+    policy: &mut dyn SessionPolicy,
+    frame_bytes: &[u8],
+) -> Result<Option<BytesMut>, FrameError> {
     let tag = frame_bytes[0];
     let mut r = Reader::new(
         frame::body(frame_bytes),
@@ -192,7 +193,7 @@ fn inspect(ctx: &RelayContext<'_>, frame_bytes: &[u8]) -> Result<Option<BytesMut
         text,
         statement,
     };
-    let decision = ctx.policy.decide(ctx.identity, ctx.target, &command);
+    let decision = policy.decide(&command);
     let reason = match &decision {
         Decision::Allow => return Ok(None),
         Decision::Block { rule, reason } => format!("blocked by rule \"{rule}\": {reason}"),

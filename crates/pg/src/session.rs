@@ -275,14 +275,14 @@ impl Session<'_> {
             let ctx = RelayContext::new(
                 &identity,
                 &target.target,
-                engine.policy.as_ref(),
                 engine.limits.max_client_frame,
                 engine.limits.max_server_frame,
             );
+            let mut policy = engine.policy.open_session(&identity, &target.target);
             let (mut client_rx, mut client_tx) = tokio::io::split(&mut client);
             let (mut server_rx, mut server_tx) = tokio::io::split(upstream.stream);
             let end = tokio::select! {
-                end = relay::client_to_server(&ctx, &mut client_rx, &mut server_tx, startup.buf, &mut traffic.from_client) => end,
+                end = relay::client_to_server(&ctx, policy.as_mut(), &mut client_rx, &mut server_tx, startup.buf, &mut traffic.from_client) => end,
                 end = relay::server_to_client(&ctx, &mut server_rx, &mut client_tx, upstream.leftover, &mut traffic.to_client) => end,
                 _ = shutdown.cancelled() => RelayEnd::Shutdown,
             };
