@@ -127,6 +127,7 @@ impl Session<'_> {
             startup.write(&prelude).await?;
         }
         let user = startup.param("user").unwrap_or_default().to_owned();
+        let target_name = startup.param("database").unwrap_or(&user).to_owned();
         let Some(token) = startup.read_password().await? else {
             return Ok(None);
         };
@@ -135,12 +136,12 @@ impl Session<'_> {
             Err(refusal) => {
                 let mut event = self.event(AuditKind::AuthFailed);
                 event.subject = Some(user);
+                event.target = Some(target_name);
                 event.detail = Some(refusal.to_string());
                 self.audit(event).await;
                 return Err(refusal);
             }
         };
-        let target_name = startup.param("database").unwrap_or(&user).to_owned();
         let target = match self.authorize(&identity, &target_name) {
             Ok(target) => target,
             Err(refusal) => {

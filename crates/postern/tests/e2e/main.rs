@@ -1,0 +1,22 @@
+//! End-to-end tests: real PostgreSQL clients talk to a real PostgreSQL server through a running
+//! `postern serve`, and what they see is compared with what they see connected directly.
+//!
+//! Each test starts its own upstream server (postern-testkit) and gateway process on free
+//! ports, so tests run in parallel; `.config/nextest.toml` limits how many run at once. The
+//! helpers are in `util`; each module covers one client or one area of the contract.
+
+mod util;
+
+mod audit;
+mod client_tls;
+mod copy;
+mod dump;
+mod lifecycle;
+mod pgbench;
+mod psql;
+mod psycopg;
+mod raw_protocol;
+mod refusals;
+mod tokio_pg;
+mod upstream_auth;
+mod upstream_tls;
