@@ -10,6 +10,7 @@ mod util;
 mod audit;
 mod client_tls;
 mod copy;
+mod demo;
 mod dump;
 mod lifecycle;
 mod pgbench;
