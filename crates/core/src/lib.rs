@@ -10,8 +10,10 @@
 pub mod audit;
 pub mod command;
 pub mod decision;
+pub mod event;
 pub mod identity;
 pub mod seams;
+pub mod session;
 pub mod target;
 
 pub use audit::{AuditEvent, AuditKind};
@@ -19,6 +21,8 @@ pub use command::{Command, CommandSource};
 pub use decision::Decision;
 pub use identity::{Identity, IdentityKind, new_session_id};
 pub use seams::{
-    AllowAll, AuditQuery, AuthError, Authenticator, Policy, SessionPolicy, Store, StoreError,
+    AllowAll, AuditQuery, AuthError, Authenticator, NoRecording, Policy, Recorder, RecordingError,
+    SessionPolicy, SessionRecording, Store, StoreError,
 };
+pub use session::{SessionFilter, SessionRow};
 pub use target::{Target, TargetAccess, TargetKind};

@@ -6,7 +6,9 @@
 use crate::audit::AuditEvent;
 use crate::command::Command;
 use crate::decision::Decision;
+use crate::event::{EventBody, SessionEnd, SessionStart};
 use crate::identity::Identity;
+use crate::session::{SessionFilter, SessionRow};
 use crate::target::Target;
 
 /// Why a credential was refused. The messages are shown to the caller, so they say *which*
@@ -90,11 +92,63 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
 }
 
-/// The metadata store: audit events now; sessions index and approvals as they land.
+/// The metadata store: audit events and the sessions index (approvals as they land).
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
     /// Persist one audit event.
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
     /// List audit events matching `query`, newest first.
     async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Index a session that has just opened.
+    async fn session_opened(&self, row: &SessionRow) -> Result<(), StoreError>;
+    /// Mark a session closed with its final byte counts.
+    async fn session_closed(
+        &self,
+        id: &str,
+        ended_at_ms: i64,
+        bytes_in: u64,
+        bytes_out: u64,
+        reason: &str,
+    ) -> Result<(), StoreError>;
+    /// List sessions matching `filter`, newest first.
+    async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionRow>, StoreError>;
+}
+
+/// A recording that could not be written; the engine stops forwarding (fail closed) and shows
+/// the caller this message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct RecordingError(pub String);
+
+/// Where sessions are recorded. The implementation decides, per identity and target, whether a
+/// session is recorded in full, commands only, or not at all.
+pub trait Recorder: Send + Sync {
+    /// Starts recording a session; `Ok(None)` when recording is off for it.
+    fn start(
+        &self,
+        start: SessionStart,
+    ) -> Result<Option<Box<dyn SessionRecording>>, RecordingError>;
+}
+
+/// One session's recording. Calls are synchronous and cheap except [`SessionRecording::commit`],
+/// which makes everything appended so far durable: engines call it before forwarding a command.
+pub trait SessionRecording: Send {
+    /// Buffers an event.
+    fn append(&mut self, event: EventBody) -> Result<(), RecordingError>;
+    /// Makes every buffered event durable (write-ahead point).
+    fn commit(&mut self) -> Result<(), RecordingError>;
+    /// Whether results (rows, COPY data) are wanted, so an engine can skip decoding them.
+    fn wants_results(&self) -> bool;
+    /// Ends the recording with its final event and seal.
+    fn seal(self: Box<Self>, end: SessionEnd) -> Result<(), RecordingError>;
+}
+
+/// The recorder used when recording is switched off.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoRecording;
+
+impl Recorder for NoRecording {
+    fn start(&self, _: SessionStart) -> Result<Option<Box<dyn SessionRecording>>, RecordingError> {
+        Ok(None)
+    }
 }

@@ -5,7 +5,7 @@ use crate::error::Refusal;
 use crate::session;
 use crate::target::PgTarget;
 use bytes::BytesMut;
-use postern_core::{Authenticator, Policy, Store};
+use postern_core::{Authenticator, Policy, Recorder, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +42,22 @@ impl Default for Limits {
     }
 }
 
+/// The gateway-wide parts an engine drives through the core's seams.
+pub struct Seams {
+    /// Verifies tokens.
+    pub authenticator: Arc<dyn Authenticator>,
+    /// The decision point.
+    pub policy: Arc<dyn Policy>,
+    /// Audit events and the sessions index.
+    pub store: Arc<dyn Store>,
+    /// Session recordings.
+    pub recorder: Arc<dyn Recorder>,
+    /// This node's name.
+    pub node: String,
+    /// The policy's version.
+    pub policy_version: Option<String>,
+}
+
 /// Everything the PostgreSQL sessions share. Read-only after construction, except the cancel
 /// registry, which has its own lock.
 pub struct PgEngine {
@@ -51,8 +67,14 @@ pub struct PgEngine {
     pub authenticator: Arc<dyn Authenticator>,
     /// The decision point.
     pub policy: Arc<dyn Policy>,
-    /// Where audit events go.
+    /// Where audit events and the sessions index go.
     pub store: Arc<dyn Store>,
+    /// Where sessions are recorded.
+    pub recorder: Arc<dyn Recorder>,
+    /// This gateway node's name, stamped on recordings.
+    pub node: String,
+    /// The policy's version (e.g. a hash of its rules), stamped on recordings.
+    pub policy_version: Option<String>,
     /// The listener's TLS configuration (`None`: TLS is declined).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Refuse clients that did not negotiate TLS.
@@ -66,9 +88,7 @@ impl PgEngine {
     /// Builds an engine; `targets` must contain only PostgreSQL targets.
     pub fn new(
         targets: impl IntoIterator<Item = PgTarget>,
-        authenticator: Arc<dyn Authenticator>,
-        policy: Arc<dyn Policy>,
-        store: Arc<dyn Store>,
+        seams: Seams,
         tls: Option<Arc<rustls::ServerConfig>>,
         require_tls: bool,
         limits: Limits,
@@ -78,9 +98,12 @@ impl PgEngine {
                 .into_iter()
                 .map(|t| (t.target.name.clone(), Arc::new(t)))
                 .collect(),
-            authenticator,
-            policy,
-            store,
+            authenticator: seams.authenticator,
+            policy: seams.policy,
+            store: seams.store,
+            recorder: seams.recorder,
+            node: seams.node,
+            policy_version: seams.policy_version,
             tls,
             require_tls,
             limits,

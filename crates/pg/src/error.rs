@@ -23,6 +23,8 @@ pub mod sqlstate {
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
     /// insufficient_privilege: a command refused by policy.
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    /// io_error: the recording could not be written.
+    pub const IO_ERROR: &str = "58030";
     /// admin_shutdown: the gateway is shutting down.
     pub const ADMIN_SHUTDOWN: &str = "57P01";
 }
@@ -75,6 +77,11 @@ pub enum Refusal {
     /// The gateway is shutting down.
     #[error("the gateway is shutting down")]
     Shutdown,
+    /// The session's recording cannot be written, so nothing more is forwarded.
+    #[error(
+        "the session recording cannot be written ({0}); the gateway stopped forwarding this session"
+    )]
+    Recording(String),
 }
 
 impl From<FrameError> for Refusal {
@@ -96,6 +103,7 @@ impl Refusal {
             Refusal::Unsupported(_) => FEATURE_NOT_SUPPORTED,
             Refusal::TooManyConnections => TOO_MANY_CONNECTIONS,
             Refusal::Shutdown => ADMIN_SHUTDOWN,
+            Refusal::Recording(_) => IO_ERROR,
         }
     }
 

@@ -243,6 +243,10 @@ pub struct ErrorFields {
     pub code: String,
     /// `M`: the primary message.
     pub message: String,
+    /// `D`: detail, if any.
+    pub detail: Option<String>,
+    /// `H`: hint, if any.
+    pub hint: Option<String>,
 }
 
 impl ErrorFields {
@@ -261,6 +265,8 @@ impl ErrorFields {
                 b'S' if out.severity.is_empty() => out.severity = value.to_owned(),
                 b'C' => out.code = value.to_owned(),
                 b'M' => out.message = value.to_owned(),
+                b'D' => out.detail = Some(value.to_owned()),
+                b'H' => out.hint = Some(value.to_owned()),
                 _ => {}
             }
         }

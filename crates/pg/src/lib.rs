@@ -12,6 +12,7 @@
 //! accept loop), [`cancel`] (cancel-key mapping), [`error`] (refusals and their SQLSTATEs).
 
 pub mod cancel;
+pub mod capture;
 pub mod engine;
 pub mod error;
 pub mod frame;
@@ -22,6 +23,6 @@ pub mod stream;
 pub mod target;
 pub mod upstream;
 
-pub use engine::{Limits, PgEngine};
+pub use engine::{Limits, PgEngine, Seams};
 pub use error::Refusal;
 pub use target::{PgTarget, PgUrl, Secret, UpstreamTlsMode, client_tls_config};

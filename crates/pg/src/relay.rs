@@ -13,10 +13,15 @@
 //! to the next Sync and reports its transaction status exactly as it would have for the real
 //! statement, and the session stays usable.
 
+use crate::capture::{self, ResultCapture};
 use crate::error::sqlstate;
 use crate::frame::{self, ErrorFields, FrameError, Reader};
 use bytes::{BufMut, BytesMut};
-use postern_core::{Command, CommandSource, Decision, Identity, SessionPolicy, Target};
+use postern_core::event::{DecisionRecord, EventBody};
+use postern_core::{
+    Command, CommandSource, Decision, Identity, RecordingError, SessionPolicy, SessionRecording,
+    Target,
+};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +45,8 @@ pub enum RelayEnd {
     ServerProtocol(FrameError),
     /// The gateway is shutting down.
     Shutdown,
+    /// The recording could not be written; nothing more is forwarded (fail closed).
+    Recording(RecordingError),
     /// A socket failed.
     Io(&'static str, std::io::Error),
 }
@@ -65,6 +72,11 @@ pub struct RelayContext<'a> {
     pub max_server_frame: usize,
     /// A per-session random marker for refused statements.
     pub marker: String,
+    /// The session's recording, when it is recorded. A plain mutex: each pump holds it only
+    /// while appending, never across an `.await`.
+    pub recording: Option<Mutex<Box<dyn SessionRecording>>>,
+    /// Whether results are recorded (false: commands only), decided once at session start.
+    record_results: bool,
     /// Refusals whose server-side syntax errors have not come back yet, oldest first:
     /// the marker sent in place of the statement, and the reason to report.
     refusals: Mutex<VecDeque<(String, String)>>,
@@ -78,8 +90,11 @@ impl<'a> RelayContext<'a> {
         target: &'a Target,
         max_client_frame: usize,
         max_server_frame: usize,
+        recording: Option<Box<dyn SessionRecording>>,
     ) -> Self {
         RelayContext {
+            record_results: recording.as_ref().is_some_and(|r| r.wants_results()),
+            recording: recording.map(Mutex::new),
             identity,
             target,
             max_client_frame,
@@ -88,6 +103,27 @@ impl<'a> RelayContext<'a> {
             refusals: Mutex::new(VecDeque::new()),
             next_refusal: AtomicU64::new(0),
         }
+    }
+
+    /// Appends `events` to the recording and, with `commit`, makes them durable.
+    fn record(&self, events: &mut Vec<EventBody>, commit: bool) -> Result<(), RecordingError> {
+        let Some(recording) = &self.recording else {
+            return Ok(());
+        };
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut recording = recording.lock().unwrap_or_else(|p| p.into_inner());
+        for event in events.drain(..) {
+            recording.append(event)?;
+        }
+        if commit { recording.commit() } else { Ok(()) }
+    }
+
+    /// Takes the recording back for sealing.
+    pub fn into_recording(self) -> Option<Box<dyn SessionRecording>> {
+        self.recording
+            .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn refusals(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, String)>> {
@@ -108,6 +144,8 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let recording = ctx.recording.is_some();
+    let mut events = Vec::new();
     loop {
         let mut pos = 0;
         let mut terminate = false;
@@ -123,9 +161,21 @@ where
             if buf.len() - pos < total {
                 break;
             }
+            if recording {
+                match capture::client_event(&buf[pos..pos + total]) {
+                    Ok(Some(event)) => events.push(event),
+                    Ok(None) => {}
+                    Err(e) => return RelayEnd::ClientProtocol(e),
+                }
+            }
             let refusal = match tag {
                 b'Q' | b'P' => match inspect(ctx, policy, &buf[pos..pos + total]) {
-                    Ok(refusal) => refusal,
+                    Ok((decision, refusal)) => {
+                        if recording {
+                            events.push(EventBody::Decision(DecisionRecord::from(&decision)));
+                        }
+                        refusal
+                    }
                     Err(e) => return RelayEnd::ClientProtocol(e),
                 },
                 b'X' => {
@@ -136,6 +186,9 @@ where
             };
             if let Some(replacement) = refusal {
                 // Forward what came before the refused frame, then its replacement.
+                if let Err(e) = ctx.record(&mut events, true) {
+                    return RelayEnd::Recording(e);
+                }
                 let before = buf.split_to(pos);
                 let _ = buf.split_to(total);
                 if let Err(e) = write_two(server, &before, &replacement).await {
@@ -150,6 +203,10 @@ where
             }
         }
         if pos > 0 {
+            // Write-ahead: the commands in this run are durable before the server sees them.
+            if let Err(e) = ctx.record(&mut events, true) {
+                return RelayEnd::Recording(e);
+            }
             let run = buf.split_to(pos);
             if let Err(e) = write_all(server, &run).await {
                 return RelayEnd::Io("server write", e);
@@ -173,7 +230,7 @@ fn inspect(
     ctx: &RelayContext<'_>,
     policy: &mut dyn SessionPolicy,
     frame_bytes: &[u8],
-) -> Result<Option<BytesMut>, FrameError> {
+) -> Result<(Decision, Option<BytesMut>), FrameError> {
     let tag = frame_bytes[0];
     let mut r = Reader::new(
         frame::body(frame_bytes),
@@ -195,7 +252,7 @@ fn inspect(
     };
     let decision = policy.decide(&command);
     let reason = match &decision {
-        Decision::Allow => return Ok(None),
+        Decision::Allow => return Ok((decision, None)),
         Decision::Block { rule, reason } => format!("blocked by rule \"{rule}\": {reason}"),
         Decision::Approve { rule } => {
             format!("rule \"{rule}\" requires approval, which this gateway cannot grant yet")
@@ -225,7 +282,7 @@ fn inspect(
         replacement.put_i16(0);
     }
     frame::finish(&mut replacement, at);
-    Ok(Some(replacement))
+    Ok((decision, Some(replacement)))
 }
 
 /// Server → client: forward runs of frames, swapping the syntax errors of refused statements
@@ -241,6 +298,9 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let recording = ctx.recording.is_some();
+    let mut capture = ResultCapture::default();
+    let mut events = Vec::new();
     loop {
         let mut pos = 0;
         loop {
@@ -255,6 +315,12 @@ where
             if tag == b'E'
                 && let Some(ours) = refused_error(ctx, &buf[pos..pos + total])
             {
+                if recording {
+                    let _ = capture.on_frame(&ours, |e| events.push(e));
+                    if let Err(e) = ctx.record(&mut events, false) {
+                        return RelayEnd::Recording(e);
+                    }
+                }
                 let before = buf.split_to(pos);
                 let _ = buf.split_to(total);
                 *traffic += (before.len() + ours.len()) as u64;
@@ -264,7 +330,19 @@ where
                 pos = 0;
                 continue;
             }
+            if recording && (ctx.record_results || !is_result_data(tag)) {
+                let frame_bytes = &buf[pos..pos + total];
+                if let Err(e) = capture.on_frame(frame_bytes, |e| events.push(e)) {
+                    return RelayEnd::ServerProtocol(e);
+                }
+            }
             pos += total;
+        }
+        if recording {
+            capture.finish(|e| events.push(e));
+            if let Err(e) = ctx.record(&mut events, false) {
+                return RelayEnd::Recording(e);
+            }
         }
         if pos > 0 {
             let run = buf.split_to(pos);
@@ -280,6 +358,11 @@ where
             Err(e) => return RelayEnd::Io("server read", e),
         }
     }
+}
+
+/// Rows and COPY data: left out of commands-only recordings.
+fn is_result_data(tag: u8) -> bool {
+    matches!(tag, b'D' | b'd')
 }
 
 /// If `frame_bytes` is the server's syntax error for a refused statement, the gateway's error.

@@ -10,7 +10,10 @@ use crate::stream::MaybeTls;
 use crate::target::PgTarget;
 use crate::upstream::{self, Upstream};
 use bytes::BytesMut;
-use postern_core::{AuditEvent, AuditKind, AuthError, Identity, new_session_id};
+use postern_core::event::{SessionEnd, SessionStart};
+use postern_core::{
+    AuditEvent, AuditKind, AuthError, Identity, SessionRecording, SessionRow, new_session_id,
+};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -230,7 +233,8 @@ impl Session<'_> {
     }
 
     /// Completes the client's startup with the server's parameters and the gateway's own cancel
-    /// key, then relays until either side leaves.
+    /// key, then relays until either side leaves. The session is indexed and its recording
+    /// started before the client sees ReadyForQuery; if either fails the session is refused.
     async fn relay(self, startup: ClientStartup, opened: Opened, shutdown: CancellationToken) {
         let Opened {
             identity,
@@ -239,26 +243,23 @@ impl Session<'_> {
         } = opened;
         let engine = self.engine;
         let started = Instant::now();
+        let started_at_ms = now_ms();
         let mut client = startup.stream;
+        let name = target.target.name.clone();
+
+        let recording = match self
+            .begin(&identity, &target, client.is_tls(), started_at_ms)
+            .await
+        {
+            Ok(recording) => recording,
+            Err(refusal) => {
+                send_refusal(&mut client, &refusal).await;
+                return;
+            }
+        };
         let cancel_key = engine
             .cancels
             .register(target.clone(), upstream.backend_key);
-
-        let mut opened_event =
-            self.identity_event(AuditKind::SessionOpened, &identity, &target.target.name);
-        opened_event.detail = client.is_tls().then(|| "tls".to_owned());
-        if let Err(e) = self.audit_required(opened_event).await {
-            send_refusal(
-                &mut client,
-                &Refusal::Upstream {
-                    target: target.target.name.clone(),
-                    reason: e,
-                },
-            )
-            .await;
-            return;
-        }
-
         let mut hello = BytesMut::with_capacity(512);
         frame::auth_request(&mut hello, 0);
         for parameter in &upstream.parameter_frames {
@@ -270,15 +271,16 @@ impl Session<'_> {
             from_client: 0,
             to_client: hello.len() as u64,
         };
+        let ctx = RelayContext::new(
+            &identity,
+            &target.target,
+            engine.limits.max_client_frame,
+            engine.limits.max_server_frame,
+            recording,
+        );
         let end = if let Err(e) = client.write_all(&hello).await.and(client.flush().await) {
             RelayEnd::Io("client write", e)
         } else {
-            let ctx = RelayContext::new(
-                &identity,
-                &target.target,
-                engine.limits.max_client_frame,
-                engine.limits.max_server_frame,
-            );
             let mut policy = engine.policy.open_session(&identity, &target.target);
             let (mut client_rx, mut client_tx) = tokio::io::split(&mut client);
             let (mut server_rx, mut server_tx) = tokio::io::split(upstream.stream);
@@ -290,6 +292,7 @@ impl Session<'_> {
             let farewell = match &end {
                 RelayEnd::ClientProtocol(e) => Some(Refusal::from(e.clone())),
                 RelayEnd::Shutdown => Some(Refusal::Shutdown),
+                RelayEnd::Recording(e) => Some(Refusal::Recording(e.to_string())),
                 _ => None,
             };
             if let Some(refusal) = farewell {
@@ -304,14 +307,86 @@ impl Session<'_> {
         drop(cancel_key);
 
         let reason = describe(&end);
-        tracing::info!(session = %self.id, subject = %identity.subject, target = %target.target.name, reason, "session closed");
-        let mut closed =
-            self.identity_event(AuditKind::SessionClosed, &identity, &target.target.name);
+        tracing::info!(session = %self.id, subject = %identity.subject, target = %name, reason, "session closed");
+        if let Some(recording) = ctx.into_recording() {
+            let end = SessionEnd {
+                bytes_from_client: Some(traffic.from_client),
+                bytes_to_client: Some(traffic.to_client),
+                ..SessionEnd::new(reason.clone())
+            };
+            if let Err(e) = recording.seal(end) {
+                tracing::error!(session = %self.id, error = %e, "the recording could not be sealed");
+            }
+        }
+        if let Err(e) = engine
+            .store
+            .session_closed(
+                &self.id,
+                now_ms(),
+                traffic.from_client,
+                traffic.to_client,
+                &reason,
+            )
+            .await
+        {
+            tracing::error!(session = %self.id, error = %e, "the sessions index could not be updated");
+        }
+        let mut closed = self.identity_event(AuditKind::SessionClosed, &identity, &name);
         closed.bytes_in = Some(traffic.from_client);
         closed.bytes_out = Some(traffic.to_client);
         closed.duration_ms = Some(started.elapsed().as_millis() as u64);
         closed.detail = Some(reason);
         self.audit(closed).await;
+    }
+
+    /// Audits, indexes and starts recording a session that is about to open.
+    async fn begin(
+        &self,
+        identity: &Identity,
+        target: &PgTarget,
+        tls: bool,
+        started_at_ms: i64,
+    ) -> Result<Option<Box<dyn SessionRecording>>, Refusal> {
+        let engine = self.engine;
+        let name = &target.target.name;
+        let unavailable = |what: &str, e: String| Refusal::Upstream {
+            target: name.clone(),
+            reason: format!("the gateway cannot {what}: {e}"),
+        };
+        let mut opened = self.identity_event(AuditKind::SessionOpened, identity, name);
+        opened.detail = tls.then(|| "tls".to_owned());
+        self.audit_required(opened)
+            .await
+            .map_err(|e| unavailable("store audit events", e))?;
+        let row = SessionRow {
+            id: self.id.clone(),
+            subject: identity.subject.clone(),
+            identity_kind: identity.kind.as_str().to_owned(),
+            groups: identity.groups.clone(),
+            target: name.clone(),
+            client_addr: Some(self.peer.to_string()),
+            started_at_ms,
+            ended_at_ms: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            close_reason: None,
+        };
+        engine
+            .store
+            .session_opened(&row)
+            .await
+            .map_err(|e| unavailable("index the session", e.to_string()))?;
+        let mut start = SessionStart::new(&self.id, identity, &target.target, engine.node.clone());
+        start.started_at_unix_us = started_at_ms * 1000;
+        start.client_addr = Some(self.peer.to_string());
+        start.policy_version = engine.policy_version.clone();
+        if tls {
+            start.attributes.insert("client_tls".into(), "true".into());
+        }
+        engine
+            .recorder
+            .start(start)
+            .map_err(|e| Refusal::Recording(e.to_string()))
     }
 
     fn event(&self, kind: AuditKind) -> AuditEvent {
@@ -362,12 +437,19 @@ impl Session<'_> {
     }
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn describe(end: &RelayEnd) -> String {
     match end {
         RelayEnd::ClientTerminated => "client terminated".into(),
         RelayEnd::ClientClosed => "client closed the connection".into(),
         RelayEnd::ServerClosed => "server closed the connection".into(),
         RelayEnd::Shutdown => "gateway shutting down".into(),
+        RelayEnd::Recording(e) => format!("recording failed: {e}"),
         RelayEnd::ClientProtocol(e) => format!("client protocol violation: {e}"),
         RelayEnd::ServerProtocol(e) => format!("server protocol violation: {e}"),
         RelayEnd::Io(side, e) => format!("{side} failed: {e}"),

@@ -3,8 +3,10 @@
 //! built) by `serve`.
 
 use postern_auth::OidcConfig;
-use postern_core::{TargetAccess, TargetKind};
+use postern_core::{IdentityKind, TargetAccess, TargetKind};
+use postern_policy::{MaskConfig, PolicyConfig, RuleConfig, StatementClass};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,6 +40,99 @@ pub struct RawConfig {
     /// The resources callers can reach.
     #[serde(default)]
     pub targets: Vec<RawTarget>,
+    /// Session recording.
+    #[serde(default)]
+    pub recording: RecordingSection,
+    /// Guardrails, evaluated in order (see docs/policy.md).
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// Masking rules (see docs/policy.md).
+    #[serde(default)]
+    pub masks: Vec<MaskConfig>,
+    /// Functions the operator vouches for, by statement class.
+    #[serde(default)]
+    pub functions: BTreeMap<StatementClass, Vec<String>>,
+}
+
+/// `[recording]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingSection {
+    /// Record sessions at all (default true).
+    pub enabled: bool,
+    /// Where recordings go (default data_dir/recordings).
+    pub dir: Option<PathBuf>,
+    /// `write` (survives a gateway crash; default) or `fsync` (survives power loss).
+    pub durability: String,
+    /// Sign a checkpoint after this many events.
+    pub checkpoint_events: u64,
+    /// ... or after this long.
+    #[serde(with = "humantime_serde_compat")]
+    pub checkpoint_interval: Duration,
+    /// The name that signs checkpoints (the C2SP key name and origin prefix).
+    pub name: String,
+    /// This node's name in recordings and its manifest log (default: the host name).
+    pub node: Option<String>,
+    /// Who is recorded how; first match wins, default full.
+    pub rules: Vec<RecordingRule>,
+}
+
+impl Default for RecordingSection {
+    fn default() -> Self {
+        RecordingSection {
+            enabled: true,
+            dir: None,
+            durability: "write".into(),
+            checkpoint_events: 1000,
+            checkpoint_interval: Duration::from_secs(10),
+            name: "postern".into(),
+            node: None,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// `[[recording.rules]]`: how much to record for a set of identities and targets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingRule {
+    /// Names the rule in logs.
+    pub name: String,
+    /// Which sessions it covers (empty lists match everything).
+    #[serde(default)]
+    pub when: RecordingWhen,
+    /// `full`, `commands` (no result data) or `off`.
+    pub mode: RecordingMode,
+}
+
+/// The sessions a [`RecordingRule`] covers; every non-empty list must match.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingWhen {
+    /// Subjects.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Groups (any).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Identity kinds.
+    #[serde(default)]
+    pub kinds: Vec<IdentityKind>,
+    /// Targets.
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+/// How much of a session is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingMode {
+    /// Commands, decisions and results.
+    Full,
+    /// Commands and decisions, no result data.
+    Commands,
+    /// Nothing.
+    Off,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -195,6 +290,10 @@ pub struct RawTarget {
     /// Who may open the target (absent: any verified identity).
     #[serde(default)]
     pub allow: TargetAccess,
+    /// How much result data to record: `full` (default), `first:10MB`, `none`.
+    pub record_results: Option<String>,
+    /// When the recording cannot be written: `fail-closed` (default) or `best-effort`.
+    pub on_record_failure: Option<String>,
 }
 
 /// A configuration problem, with where it is.
@@ -278,6 +377,25 @@ impl RawConfig {
             })?;
         }
         Ok(())
+    }
+}
+
+impl RawConfig {
+    /// The policy part of the file.
+    pub fn policy(&self) -> PolicyConfig {
+        PolicyConfig {
+            rules: self.rules.clone(),
+            masks: self.masks.clone(),
+            functions: self.functions.clone(),
+        }
+    }
+
+    /// Where recordings are written and looked up.
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.recording
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("recordings"))
     }
 }
 

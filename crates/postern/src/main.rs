@@ -6,6 +6,7 @@
 mod config;
 mod demo;
 mod health;
+mod recording;
 mod serve;
 mod tls;
 mod token;

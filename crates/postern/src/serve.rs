@@ -5,8 +5,8 @@ use crate::config::{RawConfig, RawTarget};
 use crate::{health, tls};
 use anyhow::{Context, Result, bail};
 use postern_auth::{GatewayKey, GatewayTokenVerifier, MultiAuthenticator, OidcVerifier};
-use postern_core::{AllowAll, Target};
-use postern_pg::{Limits, PgEngine, PgTarget, PgUrl, Secret, UpstreamTlsMode};
+use postern_core::{AllowAll, Policy, Target};
+use postern_pg::{Limits, PgEngine, PgTarget, PgUrl, Seams, Secret, UpstreamTlsMode};
 use postern_store::SqliteStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,11 +54,19 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
         max_connections: config.limits.max_connections,
         ..Limits::default()
     };
+    let node = config.recording.node.clone().unwrap_or_else(tls::hostname);
+    let (policy, policy_version) = build_policy(config)?;
+    let seams = Seams {
+        authenticator: Arc::new(authenticator),
+        policy,
+        store: Arc::new(store),
+        recorder: crate::recording::build(config, &node)?,
+        node,
+        policy_version,
+    };
     let engine = Arc::new(PgEngine::new(
         targets,
-        Arc::new(authenticator),
-        Arc::new(AllowAll),
-        Arc::new(store),
+        seams,
         Some(server_tls),
         config.listen.require_tls(),
         limits,
@@ -97,6 +105,25 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
         postgres_addr,
         shutdown,
         done,
+    })
+}
+
+/// The decision point: allow-all when no rules or masks are configured, else the rule engine.
+/// The version stamped on recordings is a digest of the policy's configuration.
+fn build_policy(config: &RawConfig) -> Result<(Arc<dyn Policy>, Option<String>)> {
+    let policy = config.policy();
+    if policy.rules.is_empty() && policy.masks.is_empty() {
+        return Ok((Arc::new(AllowAll), None));
+    }
+    let version = format!("{:016x}", fnv1a(format!("{policy:?}").as_bytes()));
+    let rules = postern_policy::RulePolicy::new(policy).context("compiling the policy")?;
+    Ok((Arc::new(rules), Some(version)))
+}
+
+/// A stable 64-bit digest (FNV-1a), enough to tell policy versions apart in recordings.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
     })
 }
 

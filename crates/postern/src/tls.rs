@@ -57,7 +57,8 @@ fn self_signed(data_dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBu
     Ok((cert, key))
 }
 
-fn hostname() -> String {
+/// This machine's host name, for certificates and node names.
+pub fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into())

@@ -55,6 +55,7 @@ mod read;
 mod recorder;
 mod recordings;
 mod recover;
+mod seam;
 mod sink;
 mod verify;
 

@@ -250,7 +250,12 @@ impl SessionRecorder {
         self
     }
 
-    /// The session id.
+    /// The configuration this recorder runs with.
+    pub fn config(&self) -> &RecorderConfig {
+        &self.cfg
+    }
+
+    /// The session id this recorder writes.
     pub fn session_id(&self) -> &str {
         &self.session_id
     }

@@ -1,14 +1,12 @@
 //! The metadata store: audit events and the sessions index, kept in SQLite by default.
 //!
-//! [`SqliteStore`] implements [`postern_core::Store`] for the audit trail and adds inherent
-//! methods for the sessions index. Every write returns its error to the caller; nothing is
+//! [`SqliteStore`] implements [`postern_core::Store`]: the audit trail and the sessions index. Every write returns its error to the caller; nothing is
 //! dropped silently. Migrations live in `migrations/<backend>/` so a PostgreSQL store can sit
 //! beside the SQLite one later.
 
-mod session;
 mod sqlite;
 
-pub use session::{SessionFilter, SessionRow};
+pub use postern_core::session::{SessionFilter, SessionRow};
 pub use sqlite::SqliteStore;
 
 /// Listing limit used when a query gives none.

@@ -10,7 +10,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
-use crate::session::{SessionFilter, SessionRow};
+use postern_core::{SessionFilter, SessionRow};
 
 /// Migrations embedded at compile time; `build.rs` makes new files trigger a rebuild.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -93,9 +93,12 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
 
+#[async_trait::async_trait]
+impl Store for SqliteStore {
     /// Record that a session opened. Fails if a session with the same id already exists.
-    pub async fn session_opened(&self, row: &SessionRow) -> Result<(), StoreError> {
+    async fn session_opened(&self, row: &SessionRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sessions (id, subject, identity_kind, groups, target, client_addr, \
              started_at_ms, ended_at_ms, bytes_in, bytes_out, close_reason) \
@@ -122,7 +125,7 @@ impl SqliteStore {
     ///
     /// Fails if no open session has that id (unknown, or already closed), so a lost close is
     /// reported rather than ignored.
-    pub async fn session_closed(
+    async fn session_closed(
         &self,
         id: &str,
         ended_at_ms: i64,
@@ -151,10 +154,7 @@ impl SqliteStore {
     }
 
     /// List sessions matching `filter`, newest first (by start time).
-    pub async fn list_sessions(
-        &self,
-        filter: &SessionFilter,
-    ) -> Result<Vec<SessionRow>, StoreError> {
+    async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionRow>, StoreError> {
         let mut q = QueryBuilder::<Sqlite>::new(format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE 1 = 1"
         ));
@@ -179,10 +179,7 @@ impl SqliteStore {
             .map_err(db("cannot list sessions"))?;
         rows.iter().map(session_from_row).collect()
     }
-}
 
-#[async_trait::async_trait]
-impl Store for SqliteStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO audit_events (at_ms, kind, session_id, subject, identity_kind, groups, \

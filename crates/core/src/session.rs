@@ -1,4 +1,4 @@
-//! The sessions index: one row per gateway session, for the console and recordings.
+//! The sessions index: one row per gateway session, for `sessions list`, the console and recordings.
 
 use serde::{Deserialize, Serialize};
 

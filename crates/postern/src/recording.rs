@@ -1,0 +1,100 @@
+//! Wiring the recorder: per-target result caps and failure modes, and the `[[recording.rules]]`
+//! that decide who is recorded how, in front of the recordings directory.
+
+use crate::config::{RawConfig, RecordingMode, RecordingRule};
+use anyhow::{Context, Result};
+use postern_core::event::SessionStart;
+use postern_core::{NoRecording, Recorder, RecordingError, SessionRecording};
+use postern_record::{RecorderConfig, Recordings, ResultCap, Signer, load_signing_key};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The gateway's [`Recorder`]: picks a [`RecorderConfig`] for each session and starts its
+/// recording in the shared recordings directory.
+pub struct GatewayRecorder {
+    recordings: Recordings,
+    defaults: RecorderConfig,
+    targets: HashMap<String, RecorderConfig>,
+    rules: Vec<RecordingRule>,
+}
+
+/// Builds the recorder for `config`, sealing recordings a crash left open.
+pub fn build(config: &RawConfig, node: &str) -> Result<Arc<dyn Recorder>> {
+    let section = &config.recording;
+    if !section.enabled {
+        return Ok(Arc::new(NoRecording));
+    }
+    let key = load_signing_key(&config.data_dir.join("keys/gateway.key"))
+        .context("loading the gateway key for signing recordings")?;
+    let signer = Signer::new(section.name.clone(), key).context("[recording] name")?;
+    let dir = config.recordings_dir();
+    let recordings = Recordings::open(&dir, node, signer)
+        .with_context(|| format!("opening the recordings directory {}", dir.display()))?;
+    let report = recordings
+        .recover()
+        .context("sealing interrupted recordings")?;
+    tracing::info!(dir = %dir.display(), recovered = ?report, "recordings ready");
+    let defaults = RecorderConfig {
+        durability: section.durability.parse().map_err(anyhow::Error::msg)?,
+        checkpoint_events: section.checkpoint_events,
+        checkpoint_interval: section.checkpoint_interval,
+        ..RecorderConfig::default()
+    };
+    let mut targets = HashMap::new();
+    for target in &config.targets {
+        let mut cfg = defaults.clone();
+        if let Some(cap) = &target.record_results {
+            cfg.results = cap.parse().map_err(anyhow::Error::msg)?;
+        }
+        if let Some(mode) = &target.on_record_failure {
+            cfg.on_failure = mode.parse().map_err(anyhow::Error::msg)?;
+        }
+        targets.insert(target.name.clone(), cfg);
+    }
+    Ok(Arc::new(GatewayRecorder {
+        recordings,
+        defaults,
+        targets,
+        rules: section.rules.clone(),
+    }))
+}
+
+impl GatewayRecorder {
+    fn rule_for(&self, start: &SessionStart) -> Option<&RecordingRule> {
+        let matches = |rule: &RecordingRule| {
+            let w = &rule.when;
+            (w.subjects.is_empty() || w.subjects.contains(&start.subject))
+                && (w.groups.is_empty() || w.groups.iter().any(|g| start.groups.contains(g)))
+                && (w.kinds.is_empty() || w.kinds.iter().any(|k| k.as_str() == start.identity_kind))
+                && (w.targets.is_empty() || w.targets.contains(&start.target))
+        };
+        self.rules.iter().find(|r| matches(r))
+    }
+}
+
+impl Recorder for GatewayRecorder {
+    fn start(
+        &self,
+        start: SessionStart,
+    ) -> Result<Option<Box<dyn SessionRecording>>, RecordingError> {
+        let mut cfg = self
+            .targets
+            .get(&start.target)
+            .unwrap_or(&self.defaults)
+            .clone();
+        let rule = self.rule_for(&start);
+        if let Some(rule) = rule {
+            tracing::debug!(session = %start.session_id, rule = %rule.name, mode = ?rule.mode, "recording rule applies");
+        }
+        match rule.map_or(RecordingMode::Full, |r| r.mode) {
+            RecordingMode::Off => return Ok(None),
+            RecordingMode::Commands => cfg.results = ResultCap::None,
+            RecordingMode::Full => {}
+        }
+        let recorder = self
+            .recordings
+            .start(start, cfg)
+            .map_err(|e| RecordingError(e.to_string()))?;
+        Ok(Some(Box::new(recorder)))
+    }
+}
