@@ -101,9 +101,26 @@ impl RulePolicy {
             .filter(|(_, r)| r.when.admits(identity, target))
             .map(|(i, _)| i)
             .collect();
+        let masked_tables = self
+            .masks_for(identity, target)
+            .into_iter()
+            .flat_map(|mask| {
+                mask.columns.iter().filter_map(|column| {
+                    let mut parts = column.rsplit('.');
+                    let column = parts.next()?;
+                    let table = parts.next()?;
+                    Some(MaskedColumn {
+                        mask: mask.name.clone(),
+                        table: table.to_owned(),
+                        column: column.to_owned(),
+                    })
+                })
+            })
+            .collect();
         RuleSession {
             shared: Arc::clone(&self.shared),
             applicable,
+            masked_tables,
             prepared: HashMap::new(),
             lexing_changed: false,
         }
@@ -121,6 +138,10 @@ pub struct RuleSession {
     shared: Arc<Shared>,
     /// Indexes of the rules whose identity and target conditions this session meets.
     applicable: Vec<usize>,
+    /// Every masked column that applies to this session. Until the masking engine lands,
+    /// statements that reference one (by name, `*` or a whole-row reference) are refused
+    /// rather than run unmasked (fail closed).
+    masked_tables: Vec<MaskedColumn>,
     /// What each prepared-statement name may run (SQL `PREPARE` and protocol `Parse` share
     /// one namespace in PostgreSQL).
     prepared: HashMap<String, Arc<StatementAnalysis>>,
@@ -140,6 +161,14 @@ impl std::fmt::Debug for RuleSession {
 }
 
 /// The strongest outcome so far while walking a text's statements.
+/// A column a mask covers, split from its `table.column` form.
+#[derive(Debug, Clone)]
+struct MaskedColumn {
+    mask: String,
+    table: String,
+    column: String,
+}
+
 struct Outcome {
     rule: usize,
     action: Action,
@@ -178,9 +207,44 @@ impl RuleSession {
     }
 }
 
+impl RuleSession {
+    /// The first masked column one of `statements` (or what they execute) references.
+    fn masked_table_in(&self, statements: &[StatementAnalysis]) -> Option<(String, String)> {
+        let uses = |stmt: &StatementAnalysis| -> Option<(String, String)> {
+            let reads_table = |table: &str| {
+                stmt.tables
+                    .iter()
+                    .any(|t| t.table.name.eq_ignore_ascii_case(table))
+            };
+            stmt.columns.iter().find_map(|used| {
+                self.masked_tables.iter().find_map(|m| {
+                    let same_table = match &used.table {
+                        Some(t) => t.name.eq_ignore_ascii_case(&m.table),
+                        None => reads_table(&m.table),
+                    };
+                    let same_column =
+                        used.column == "*" || used.column.eq_ignore_ascii_case(&m.column);
+                    (same_table && same_column)
+                        .then(|| (m.mask.clone(), format!("{}.{}", m.table, m.column)))
+                })
+            })
+        };
+        statements.iter().find_map(|stmt| {
+            uses(stmt).or_else(|| {
+                stmt.executes
+                    .iter()
+                    .filter_map(|name| self.prepared.get(name))
+                    .find_map(|p| uses(p))
+            })
+        })
+    }
+}
+
 impl SessionPolicy for RuleSession {
     fn decide(&mut self, command: &Command<'_>) -> Decision {
-        if self.applicable.is_empty() || command.source == CommandSource::Other {
+        if (self.applicable.is_empty() && self.masked_tables.is_empty())
+            || command.source == CommandSource::Other
+        {
             return Decision::Allow;
         }
         let analyzer = Arc::clone(&self.shared.analyzer);
@@ -246,6 +310,17 @@ impl SessionPolicy for RuleSession {
             && !name.is_empty()
         {
             self.remember(name, statement);
+        }
+        if !matches!(&outcome, Some(o) if o.action == Action::Block)
+            && let Some((mask, table)) = self.masked_table_in(&standard.statements)
+        {
+            return Decision::Block {
+                rule: mask,
+                reason: format!(
+                    "the statement reads the masked column {table}, and masking is not available \
+                     in this build; it was refused rather than run unmasked"
+                ),
+            };
         }
         match outcome {
             None => Decision::Allow,
