@@ -14,6 +14,7 @@ mod demo;
 mod dump;
 mod lifecycle;
 mod pgbench;
+mod policy;
 mod psql;
 mod psycopg;
 mod raw_protocol;
