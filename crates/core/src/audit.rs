@@ -16,6 +16,10 @@ pub enum AuditKind {
     AccessDenied,
     /// The target could not be reached or refused the gateway's credentials.
     UpstreamFailed,
+    /// A statement was held for a human's approval (`detail` names the approval and the rule).
+    ApprovalRequested,
+    /// A held statement was approved, denied or expired (`subject` is the decider, if any).
+    ApprovalDecided,
 }
 
 impl AuditKind {
@@ -27,6 +31,8 @@ impl AuditKind {
             AuditKind::AuthFailed => "auth_failed",
             AuditKind::AccessDenied => "access_denied",
             AuditKind::UpstreamFailed => "upstream_failed",
+            AuditKind::ApprovalRequested => "approval_requested",
+            AuditKind::ApprovalDecided => "approval_decided",
         }
     }
 }

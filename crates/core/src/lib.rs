@@ -7,6 +7,7 @@
 //!
 //! Nothing here performs I/O: leaf crates do, behind the traits.
 
+pub mod approval;
 pub mod audit;
 pub mod command;
 pub mod decision;
@@ -16,13 +17,15 @@ pub mod seams;
 pub mod session;
 pub mod target;
 
+pub use approval::{ApprovalFilter, ApprovalRow, ApprovalState, new_approval_id};
 pub use audit::{AuditEvent, AuditKind};
 pub use command::{Command, CommandSource};
 pub use decision::Decision;
 pub use identity::{Identity, IdentityKind, new_session_id};
 pub use seams::{
-    AllowAll, AuditQuery, AuthError, Authenticator, NoRecording, Policy, Recorder, RecordingError,
-    SessionPolicy, SessionRecording, Store, StoreError,
+    AllowAll, ApprovalOutcome, ApprovalRequest, Approvals, AuditQuery, AuthError, Authenticator,
+    NoApprovals, NoRecording, Policy, Recorder, RecordingError, SessionPolicy, SessionRecording,
+    Store, StoreError,
 };
 pub use session::{SessionFilter, SessionRow};
 pub use target::{Target, TargetAccess, TargetKind};

@@ -3,6 +3,7 @@
 //! Engines depend on these traits only; `auth`, `store` and (later) the policy and recorder
 //! crates implement them, and the binary wires concrete types together.
 
+use crate::approval::{ApprovalFilter, ApprovalRow, ApprovalState};
 use crate::audit::AuditEvent;
 use crate::command::Command;
 use crate::decision::Decision;
@@ -92,7 +93,7 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
 }
 
-/// The metadata store: audit events and the sessions index (approvals as they land).
+/// The metadata store: audit events, the sessions index and approval requests.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
     /// Persist one audit event.
@@ -112,6 +113,39 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// List sessions matching `filter`, newest first.
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionRow>, StoreError>;
+
+    /// Store a new approval request (normally `pending`). Fails if the id is taken.
+    async fn create_approval(&self, row: &ApprovalRow) -> Result<(), StoreError>;
+    /// The approval `id`, with a pending row past its expiry reported as expired.
+    async fn get_approval(&self, id: &str) -> Result<Option<ApprovalRow>, StoreError>;
+    /// List approvals matching `filter`, newest first.
+    async fn list_approvals(&self, filter: &ApprovalFilter)
+    -> Result<Vec<ApprovalRow>, StoreError>;
+    /// Atomically decide approval `id`: `state` is `Approved` or `Denied`, `by` is the decider's
+    /// subject. Only a pending, unexpired approval can be decided, and never by its requester;
+    /// otherwise the error says why (unknown id, already decided, expired, self-approval).
+    /// `window_until_ms` opens a JIT window (approvals only). Returns the decided row.
+    async fn decide_approval(
+        &self,
+        id: &str,
+        state: ApprovalState,
+        by: &str,
+        reason: Option<&str>,
+        window_until_ms: Option<i64>,
+    ) -> Result<ApprovalRow, StoreError>;
+    /// Mark approval `id` expired with `reason` if it is still pending, and return the row as it
+    /// now stands: a decision that won the race is returned unchanged, so the caller can honour
+    /// it. Fails only for an unknown id or a store failure.
+    async fn expire_approval(&self, id: &str, reason: &str) -> Result<ApprovalRow, StoreError>;
+    /// The approved approval of `subject` on `target` under `rule` whose JIT window is still
+    /// open at `now_ms` (`window_until_ms > now_ms`), the longest-lasting first.
+    async fn active_window(
+        &self,
+        subject: &str,
+        target: &str,
+        rule: &str,
+        now_ms: i64,
+    ) -> Result<Option<ApprovalRow>, StoreError>;
 }
 
 /// A recording that could not be written; the engine stops forwarding (fail closed) and shows
@@ -150,5 +184,69 @@ pub struct NoRecording;
 impl Recorder for NoRecording {
     fn start(&self, _: SessionStart) -> Result<Option<Box<dyn SessionRecording>>, RecordingError> {
         Ok(None)
+    }
+}
+
+/// A statement held until a human decides, as the engine asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRequest {
+    /// The session that holds the statement.
+    pub session_id: String,
+    /// Who asked (never allowed to decide).
+    pub requester: Identity,
+    /// The target the statement is for.
+    pub target: String,
+    /// The `approve` rule that matched.
+    pub rule: String,
+    /// The statement text.
+    pub statement: String,
+}
+
+/// How a held statement was decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalOutcome {
+    /// Run it. `window` is true when an earlier JIT approval covered it (no new request).
+    Approved {
+        /// The approval's id.
+        id: String,
+        /// Who approved.
+        by: String,
+        /// Covered by an approval window rather than a request of its own.
+        window: bool,
+    },
+    /// Refuse it.
+    Denied {
+        /// The approval's id.
+        id: String,
+        /// Who denied.
+        by: String,
+        /// Why, in the approver's words.
+        reason: String,
+    },
+    /// Nobody decided in time.
+    Expired {
+        /// The approval's id.
+        id: String,
+    },
+    /// The request could not be made (store down): the statement is refused.
+    Unavailable(String),
+}
+
+/// Where held statements wait for a human: the implementation stores the request, announces it
+/// (console, CLI, webhook) and resolves when it is decided or times out.
+#[async_trait::async_trait]
+pub trait Approvals: Send + Sync {
+    /// Holds `request` until it is decided; resolves at once when a JIT window covers it.
+    async fn request(&self, request: ApprovalRequest) -> ApprovalOutcome;
+}
+
+/// Used when no approval rules exist: every request is refused.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoApprovals;
+
+#[async_trait::async_trait]
+impl Approvals for NoApprovals {
+    async fn request(&self, _: ApprovalRequest) -> ApprovalOutcome {
+        ApprovalOutcome::Unavailable("approvals are not configured on this gateway".into())
     }
 }

@@ -71,7 +71,10 @@ fn server_error() -> BytesMut {
         (b'S', "ERROR"),
         (b'V', "ERROR"),
         (b'C', "42601"),
-        (b'M', "syntax error at or near \"postern_refused_0123456789abcdef_0\""),
+        (
+            b'M',
+            "syntax error at or near \"postern_refused_0123456789abcdef_0\"",
+        ),
         (b'P', "1"),
         (b'F', "scan.l"),
         (b'L', "1188"),

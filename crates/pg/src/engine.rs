@@ -5,7 +5,7 @@ use crate::error::Refusal;
 use crate::session;
 use crate::target::PgTarget;
 use bytes::BytesMut;
-use postern_core::{Authenticator, Policy, Recorder, Store};
+use postern_core::{Approvals, Authenticator, Policy, Recorder, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +52,8 @@ pub struct Seams {
     pub store: Arc<dyn Store>,
     /// Session recordings.
     pub recorder: Arc<dyn Recorder>,
+    /// Where held statements wait for a human.
+    pub approvals: Arc<dyn Approvals>,
     /// This node's name.
     pub node: String,
     /// The policy's version.
@@ -71,6 +73,8 @@ pub struct PgEngine {
     pub store: Arc<dyn Store>,
     /// Where sessions are recorded.
     pub recorder: Arc<dyn Recorder>,
+    /// Where held statements wait for a human.
+    pub approvals: Arc<dyn Approvals>,
     /// This gateway node's name, stamped on recordings.
     pub node: String,
     /// The policy's version (e.g. a hash of its rules), stamped on recordings.
@@ -102,6 +106,7 @@ impl PgEngine {
             policy: seams.policy,
             store: seams.store,
             recorder: seams.recorder,
+            approvals: seams.approvals,
             node: seams.node,
             policy_version: seams.policy_version,
             tls,

@@ -17,10 +17,10 @@ use crate::capture::{self, ResultCapture};
 use crate::error::sqlstate;
 use crate::frame::{self, ErrorFields, FrameError, Reader};
 use bytes::{BufMut, BytesMut};
-use postern_core::event::{DecisionRecord, EventBody};
+use postern_core::event::{DecisionKind, DecisionRecord, EventBody};
 use postern_core::{
-    Command, CommandSource, Decision, Identity, RecordingError, SessionPolicy, SessionRecording,
-    Target,
+    ApprovalOutcome, ApprovalRequest, Approvals, Command, CommandSource, Decision, Identity,
+    RecordingError, SessionPolicy, SessionRecording, Target,
 };
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -66,6 +66,10 @@ pub struct RelayContext<'a> {
     pub identity: &'a Identity,
     /// The target.
     pub target: &'a Target,
+    /// The session's id, for approval requests.
+    pub session_id: &'a str,
+    /// Where held statements wait for a decision.
+    pub approvals: &'a dyn Approvals,
     /// Largest frame accepted from the client.
     pub max_client_frame: usize,
     /// Largest frame accepted from the server.
@@ -85,14 +89,19 @@ pub struct RelayContext<'a> {
 
 impl<'a> RelayContext<'a> {
     /// Builds the context for one session.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         identity: &'a Identity,
         target: &'a Target,
+        session_id: &'a str,
+        approvals: &'a dyn Approvals,
         max_client_frame: usize,
         max_server_frame: usize,
         recording: Option<Box<dyn SessionRecording>>,
     ) -> Self {
         RelayContext {
+            session_id,
+            approvals,
             record_results: recording.as_ref().is_some_and(|r| r.wants_results()),
             recording: recording.map(Mutex::new),
             identity,
@@ -168,20 +177,62 @@ where
                     Err(e) => return RelayEnd::ClientProtocol(e),
                 }
             }
-            let refusal = match tag {
+            let verdict = match tag {
                 b'Q' | b'P' => match inspect(ctx, policy, &buf[pos..pos + total]) {
-                    Ok((decision, refusal)) => {
+                    Ok((decision, verdict)) => {
                         if recording {
                             events.push(EventBody::Decision(DecisionRecord::from(&decision)));
                         }
-                        refusal
+                        verdict
                     }
                     Err(e) => return RelayEnd::ClientProtocol(e),
                 },
                 b'X' => {
                     terminate = true;
-                    None
+                    Verdict::Forward
                 }
+                _ => Verdict::Forward,
+            };
+            let verdict = match verdict {
+                Verdict::Hold { rule, text } => {
+                    // Everything before the held statement goes now, and the hold is on
+                    // record before anyone can decide it.
+                    if let Err(e) = ctx.record(&mut events, true) {
+                        return RelayEnd::Recording(e);
+                    }
+                    let before = buf.split_to(pos);
+                    if let Err(e) = write_all(server, &before).await {
+                        return RelayEnd::Io("server write", e);
+                    }
+                    pos = 0;
+                    // Keep reading while the statement is held, so a client that gives up
+                    // ends the session (and withdraws its request) at once.
+                    let verdict = {
+                        let held = hold(ctx, rule, text, &mut events);
+                        tokio::pin!(held);
+                        loop {
+                            tokio::select! {
+                                verdict = &mut held => break verdict,
+                                read = client.read_buf(&mut buf) => match read {
+                                    Ok(0) => return RelayEnd::ClientClosed,
+                                    Ok(n) => *traffic += n as u64,
+                                    Err(e) => return RelayEnd::Io("client read", e),
+                                },
+                            }
+                        }
+                    };
+                    if let Err(e) = ctx.record(&mut events, true) {
+                        return RelayEnd::Recording(e);
+                    }
+                    verdict
+                }
+                other => other,
+            };
+            let refusal = match verdict {
+                Verdict::Refuse(reason) => match replacement(ctx, &buf[pos..pos + total], reason) {
+                    Ok(frame) => Some(frame),
+                    Err(e) => return RelayEnd::ClientProtocol(e),
+                },
                 _ => None,
             };
             if let Some(replacement) = refusal {
@@ -224,13 +275,27 @@ where
     }
 }
 
-/// Decodes a `Query` or `Parse` frame, asks the policy, and returns the replacement frame when
-/// the statement is refused.
+/// What happens to a statement after the decision point.
+enum Verdict {
+    /// Send it on.
+    Forward,
+    /// Replace it; the client gets this reason as a 42501 error.
+    Refuse(String),
+    /// Wait for a human to approve it under `rule`.
+    Hold {
+        /// The approve rule.
+        rule: String,
+        /// The statement, for the approver.
+        text: String,
+    },
+}
+
+/// Decodes a `Query` or `Parse` frame and asks the policy about it.
 fn inspect(
     ctx: &RelayContext<'_>,
     policy: &mut dyn SessionPolicy,
     frame_bytes: &[u8],
-) -> Result<(Decision, Option<BytesMut>), FrameError> {
+) -> Result<(Decision, Verdict), FrameError> {
     let tag = frame_bytes[0];
     let mut r = Reader::new(
         frame::body(frame_bytes),
@@ -251,20 +316,98 @@ fn inspect(
         statement,
     };
     let decision = policy.decide(&command);
-    let reason = match &decision {
-        Decision::Allow => return Ok((decision, None)),
-        Decision::Block { rule, reason } => format!("blocked by rule \"{rule}\": {reason}"),
-        Decision::Approve { rule } => {
-            format!("rule \"{rule}\" requires approval, which this gateway cannot grant yet")
+    let verdict = match &decision {
+        Decision::Allow => return Ok((decision, Verdict::Forward)),
+        Decision::Block { rule, reason } => {
+            Verdict::Refuse(format!("blocked by rule \"{rule}\": {reason}"))
         }
+        Decision::Approve { rule } => Verdict::Hold {
+            rule: rule.clone(),
+            text: text.to_owned(),
+        },
     };
     tracing::info!(
         subject = %ctx.identity.subject,
         target = %ctx.target.name,
         verb = %command.leading_keyword(),
         decision = decision.as_str(),
-        "statement refused"
+        "statement not allowed as is"
     );
+    Ok((decision, verdict))
+}
+
+/// Holds a statement until it is approved, denied or expires, recording the outcome.
+async fn hold(
+    ctx: &RelayContext<'_>,
+    rule: String,
+    text: String,
+    events: &mut Vec<EventBody>,
+) -> Verdict {
+    let request = ApprovalRequest {
+        session_id: ctx.session_id.to_owned(),
+        requester: ctx.identity.clone(),
+        target: ctx.target.name.clone(),
+        rule: rule.clone(),
+        statement: text,
+    };
+    let outcome = ctx.approvals.request(request).await;
+    let mut record = DecisionRecord {
+        rule: Some(rule.clone()),
+        ..DecisionRecord::new(DecisionKind::Approved)
+    };
+    let verdict = match outcome {
+        ApprovalOutcome::Approved { id, by, window } => {
+            record.approval_id = Some(id);
+            record.reason = Some(if window {
+                format!("within the approval window granted by {by}")
+            } else {
+                format!("approved by {by}")
+            });
+            Verdict::Forward
+        }
+        ApprovalOutcome::Denied { id, by, reason } => {
+            record.decision = DecisionKind::Denied;
+            record.approval_id = Some(id.clone());
+            record.reason = Some(reason.clone());
+            Verdict::Refuse(format!(
+                "rule \"{rule}\": approval {id} was denied by {by}: {reason}"
+            ))
+        }
+        ApprovalOutcome::Expired { id } => {
+            record.decision = DecisionKind::Expired;
+            record.approval_id = Some(id.clone());
+            Verdict::Refuse(format!(
+                "rule \"{rule}\": approval {id} expired without a decision"
+            ))
+        }
+        ApprovalOutcome::Unavailable(why) => {
+            record.decision = DecisionKind::Denied;
+            record.reason = Some(why.clone());
+            Verdict::Refuse(format!(
+                "rule \"{rule}\" requires approval, which could not be requested: {why}"
+            ))
+        }
+    };
+    tracing::info!(subject = %ctx.identity.subject, target = %ctx.target.name, rule, outcome = ?record.decision, "held statement decided");
+    if ctx.recording.is_some() {
+        events.push(EventBody::Decision(record));
+    }
+    verdict
+}
+
+/// The frame sent upstream in place of a refused `Query` or `Parse`: a statement the server
+/// rejects with a syntax error naming a fresh marker, which the other pump swaps for `reason`.
+fn replacement(
+    ctx: &RelayContext<'_>,
+    frame_bytes: &[u8],
+    reason: String,
+) -> Result<BytesMut, FrameError> {
+    let tag = frame_bytes[0];
+    let statement = if tag == b'P' {
+        Some(Reader::new(frame::body(frame_bytes), "Parse").cstr()?)
+    } else {
+        None
+    };
     let marker = {
         let mut refusals = ctx.refusals();
         let n = ctx.next_refusal.fetch_add(1, Ordering::Relaxed);
@@ -272,17 +415,17 @@ fn inspect(
         refusals.push_back((marker.clone(), reason));
         marker
     };
-    let mut replacement = BytesMut::with_capacity(64);
-    let at = frame::begin(&mut replacement, tag);
+    let mut out = BytesMut::with_capacity(64);
+    let at = frame::begin(&mut out, tag);
     if let Some(name) = statement {
-        frame::put_cstr(&mut replacement, name);
+        frame::put_cstr(&mut out, name);
     }
-    frame::put_cstr(&mut replacement, &marker);
+    frame::put_cstr(&mut out, &marker);
     if tag == b'P' {
-        replacement.put_i16(0);
+        out.put_i16(0);
     }
-    frame::finish(&mut replacement, at);
-    Ok((decision, Some(replacement)))
+    frame::finish(&mut out, at);
+    Ok(out)
 }
 
 /// Server → client: forward runs of frames, swapping the syntax errors of refused statements

@@ -274,6 +274,8 @@ impl Session<'_> {
         let ctx = RelayContext::new(
             &identity,
             &target.target,
+            &self.id,
+            engine.approvals.as_ref(),
             engine.limits.max_client_frame,
             engine.limits.max_server_frame,
             recording,
@@ -383,10 +385,28 @@ impl Session<'_> {
         if tls {
             start.attributes.insert("client_tls".into(), "true".into());
         }
-        engine
-            .recorder
-            .start(start)
-            .map_err(|e| Refusal::Recording(e.to_string()))
+        match engine.recorder.start(start) {
+            Ok(recording) => Ok(recording),
+            Err(e) => {
+                // The session was indexed and audited as opened: close it again, or it would
+                // stay "open" in the index and the audit trail forever.
+                let refusal = Refusal::Recording(e.to_string());
+                let reason = format!("refused: {refusal}");
+                if let Err(e) = engine
+                    .store
+                    .session_closed(&self.id, now_ms(), 0, 0, &reason)
+                    .await
+                {
+                    tracing::error!(session = %self.id, error = %e, "the sessions index could not be updated");
+                }
+                let mut closed = self.identity_event(AuditKind::SessionClosed, identity, name);
+                closed.bytes_in = Some(0);
+                closed.bytes_out = Some(0);
+                closed.detail = Some(reason);
+                self.audit(closed).await;
+                Err(refusal)
+            }
+        }
     }
 
     fn event(&self, kind: AuditKind) -> AuditEvent {

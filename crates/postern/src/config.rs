@@ -52,6 +52,29 @@ pub struct RawConfig {
     /// Functions the operator vouches for, by statement class.
     #[serde(default)]
     pub functions: BTreeMap<StatementClass, Vec<String>>,
+    /// Approval announcements and polling.
+    #[serde(default)]
+    pub approvals: ApprovalsSection,
+}
+
+/// `[approvals]`: how held statements are announced and watched.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsSection {
+    /// POST a Slack-compatible `{"text": ...}` message here for each held statement.
+    pub webhook_url: Option<String>,
+    /// How often a node holding a statement looks for a decision in the store.
+    #[serde(with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
+}
+
+impl Default for ApprovalsSection {
+    fn default() -> Self {
+        ApprovalsSection {
+            webhook_url: None,
+            poll_interval: Duration::from_millis(200),
+        }
+    }
 }
 
 /// `[recording]`
@@ -60,8 +83,28 @@ pub struct RawConfig {
 pub struct RecordingSection {
     /// Record sessions at all (default true).
     pub enabled: bool,
-    /// Where recordings go (default data_dir/recordings).
+    /// Where recordings go (default data_dir/recordings). With an S3 `sink` it keeps this
+    /// node's manifest log and the markers crash recovery needs.
     pub dir: Option<PathBuf>,
+    /// Absent: recordings are written to `dir`. `s3://bucket/prefix`: to an S3-compatible
+    /// object store, uploaded part by part as they are written (every command before it is
+    /// forwarded).
+    pub sink: Option<String>,
+    /// The S3 endpoint URL, for S3-compatible stores (MinIO, Ceph, R2, ...); absent: AWS.
+    pub s3_endpoint: Option<String>,
+    /// The S3 region (default `us-east-1`).
+    pub s3_region: String,
+    /// The environment variable holding the access key id (default `AWS_ACCESS_KEY_ID`).
+    pub s3_access_key_env: Option<String>,
+    /// The environment variable holding the secret access key (default
+    /// `AWS_SECRET_ACCESS_KEY`).
+    pub s3_secret_key_env: Option<String>,
+    /// Allow an `http://` endpoint (default false).
+    pub s3_allow_http: bool,
+    /// How long one upload may take, retries included, before the session's recording fails
+    /// and the session stops (default 5s).
+    #[serde(with = "humantime_serde_compat")]
+    pub s3_timeout: Duration,
     /// `write` (survives a gateway crash; default) or `fsync` (survives power loss).
     pub durability: String,
     /// Sign a checkpoint after this many events.
@@ -82,6 +125,13 @@ impl Default for RecordingSection {
         RecordingSection {
             enabled: true,
             dir: None,
+            sink: None,
+            s3_endpoint: None,
+            s3_region: postern_record::S3Config::DEFAULT_REGION.into(),
+            s3_access_key_env: None,
+            s3_secret_key_env: None,
+            s3_allow_http: false,
+            s3_timeout: postern_record::S3Config::DEFAULT_TIMEOUT,
             durability: "write".into(),
             checkpoint_events: 1000,
             checkpoint_interval: Duration::from_secs(10),
@@ -89,6 +139,64 @@ impl Default for RecordingSection {
             node: None,
             rules: Vec::new(),
         }
+    }
+}
+
+impl RecordingSection {
+    /// The `sink` URL and the `s3_*` keys that go with it.
+    fn validate_sink(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| ConfigError::Invalid(format!("[recording] {msg}"));
+        let Some(sink) = &self.sink else {
+            let defaults = RecordingSection::default();
+            let s3_keys = self.s3_endpoint.is_some()
+                || self.s3_access_key_env.is_some()
+                || self.s3_secret_key_env.is_some()
+                || self.s3_allow_http
+                || self.s3_region != defaults.s3_region
+                || self.s3_timeout != defaults.s3_timeout;
+            if s3_keys {
+                return Err(invalid(
+                    "s3_* keys are set but sink is not: add sink = \"s3://bucket/prefix\"".into(),
+                ));
+            }
+            return Ok(());
+        };
+        postern_record::s3::parse_s3_url(sink).map_err(|e| invalid(format!("sink: {e}")))?;
+        if let Some(endpoint) = &self.s3_endpoint {
+            if endpoint.starts_with("http://") {
+                if !self.s3_allow_http {
+                    return Err(invalid(format!(
+                        "s3_endpoint {endpoint:?} is plain http: set s3_allow_http = true to \
+                         allow it"
+                    )));
+                }
+            } else if !endpoint.starts_with("https://") {
+                return Err(invalid(format!(
+                    "s3_endpoint {endpoint:?} is not an http(s) URL"
+                )));
+            }
+        }
+        if self.s3_region.trim().is_empty() {
+            return Err(invalid("s3_region is empty".into()));
+        }
+        for var in [&self.s3_access_key_env, &self.s3_secret_key_env]
+            .into_iter()
+            .flatten()
+        {
+            if var.is_empty() || var.contains('=') {
+                return Err(invalid(format!(
+                    "{var:?} is not an environment variable name"
+                )));
+            }
+        }
+        let t = self.s3_timeout;
+        if t < Duration::from_millis(100) || t > Duration::from_secs(300) {
+            return Err(invalid(format!(
+                "s3_timeout {} must be between 100ms and 5m",
+                humantime::format_duration(t)
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -371,6 +479,24 @@ impl RawConfig {
                     .map_err(invalid)?;
             }
         }
+        if let Some(url) = &self.approvals.webhook_url {
+            let ok = url
+                .parse::<reqwest::Url>()
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "[approvals] webhook_url {url:?} is not an http(s) URL"
+                )));
+            }
+        }
+        let poll = self.approvals.poll_interval;
+        if poll < Duration::from_millis(10) || poll > Duration::from_secs(60) {
+            return Err(ConfigError::Invalid(format!(
+                "[approvals] poll_interval {} must be between 10ms and 60s",
+                humantime::format_duration(poll)
+            )));
+        }
+        self.recording.validate_sink()?;
         for provider in &self.auth.oidc {
             provider.validate().map_err(|e| {
                 ConfigError::Invalid(format!("[[auth.oidc]] {}: {e}", provider.issuer))
@@ -440,6 +566,63 @@ url = "postgres://postgres@127.0.0.1:5432/shop"
         let c =
             RawConfig::parse("[listen]\npostgres = \"0.0.0.0:5432\"\n", Path::new("x")).unwrap();
         assert!(c.listen.require_tls());
+    }
+
+    #[test]
+    fn the_approvals_section_has_defaults_and_is_checked() {
+        let c = RawConfig::parse("", Path::new("x")).unwrap();
+        assert_eq!(c.approvals.webhook_url, None);
+        assert_eq!(c.approvals.poll_interval, Duration::from_millis(200));
+        let c = RawConfig::parse(
+            "[approvals]\nwebhook_url = \"https://hooks.slack.com/services/T/B/x\"\npoll_interval = \"1s\"\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.approvals.webhook_url.as_deref(),
+            Some("https://hooks.slack.com/services/T/B/x")
+        );
+        assert_eq!(c.approvals.poll_interval, Duration::from_secs(1));
+        for bad in [
+            "webhook_url = \"hooks.slack.com/x\"",
+            "webhook_url = \"ftp://h/x\"",
+            "poll_interval = \"0s\"",
+            "poll_interval = \"5m\"",
+            "webhook = \"https://h/x\"",
+        ] {
+            let err = RawConfig::parse(&format!("[approvals]\n{bad}\n"), Path::new("x"));
+            assert!(err.is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_s3_sink_keys_are_checked() {
+        let c = RawConfig::parse("", Path::new("x")).unwrap();
+        assert_eq!(c.recording.sink, None);
+        assert_eq!(c.recording.s3_region, "us-east-1");
+        let ok = "[recording]\nsink = \"s3://rec/gw\"\ns3_endpoint = \"http://127.0.0.1:9000\"\n\
+                  s3_allow_http = true\ns3_access_key_env = \"K\"\ns3_secret_key_env = \"S\"\n\
+                  s3_timeout = \"2s\"\n";
+        let c = RawConfig::parse(ok, Path::new("x")).unwrap();
+        assert_eq!(c.recording.sink.as_deref(), Some("s3://rec/gw"));
+        assert_eq!(c.recording.s3_timeout, Duration::from_secs(2));
+        for (bad, says) in [
+            ("[recording]\nsink = \"rec/gw\"\n", "s3://"),
+            ("[recording]\ns3_region = \"eu-west-1\"\n", "sink"),
+            (
+                "[recording]\nsink = \"s3://rec\"\ns3_endpoint = \"http://h:9000\"\n",
+                "s3_allow_http",
+            ),
+            (
+                "[recording]\nsink = \"s3://rec\"\ns3_timeout = \"1h\"\n",
+                "s3_timeout",
+            ),
+        ] {
+            let err = RawConfig::parse(bad, Path::new("x"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

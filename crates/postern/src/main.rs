@@ -3,13 +3,19 @@
 //! Every subcommand reads one TOML configuration (`--config`, `$POSTERN_CONFIG`, or
 //! `./postern.toml`; without any, built-in defaults). See the README for every key.
 
+mod approvals;
+mod approvals_cli;
 mod config;
 mod demo;
+mod export;
 mod health;
 mod recording;
+mod replay;
 mod serve;
+mod sessions;
 mod tls;
 mod token;
+mod verify;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -37,23 +43,18 @@ enum Command {
     /// Issue and inspect gateway tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
-    /// List and show recorded sessions (not available yet).
-    Sessions(NotYet),
-    /// Verify a recording offline (not available yet).
-    Verify(NotYet),
-    /// Re-run a recorded session against a sandbox (not available yet).
-    Replay(NotYet),
-    /// List, approve and deny held statements (not available yet).
-    Approvals(NotYet),
-    /// Export a recording as JSON lines or asciicast (not available yet).
-    Export(NotYet),
-}
-
-/// Arguments of commands that have not landed yet.
-#[derive(Debug, clap::Args)]
-struct NotYet {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+    /// List sessions and show a recorded session's timeline.
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCommand),
+    /// Verify recordings offline with the gateway's public key.
+    Verify(verify::VerifyArgs),
+    /// Re-run a recorded session's statements on a sandbox database and compare the results.
+    Replay(replay::ReplayArgs),
+    /// List, approve and deny statements held for approval.
+    #[command(subcommand)]
+    Approvals(approvals_cli::ApprovalsCommand),
+    /// Export a recording as JSON lines or asciicast.
+    Export(export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,13 +90,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let config = load_config(cli.config.as_deref())?;
             token::run(cmd, &config)?;
         }
-        Command::Sessions(_)
-        | Command::Verify(_)
-        | Command::Replay(_)
-        | Command::Approvals(_)
-        | Command::Export(_) => {
-            eprintln!("postern: this command is not available yet in this version");
-            return Ok(ExitCode::from(2));
+        Command::Sessions(cmd) => return sessions::run(cmd, &load_config(cli.config.as_deref())?),
+        Command::Verify(args) => return verify::run(args, &load_config(cli.config.as_deref())?),
+        Command::Replay(args) => return replay::run(args, &load_config(cli.config.as_deref())?),
+        Command::Export(args) => return export::run(args, &load_config(cli.config.as_deref())?),
+        Command::Approvals(cmd) => {
+            return approvals_cli::run(cmd, &load_config(cli.config.as_deref())?);
         }
     }
     Ok(ExitCode::SUCCESS)

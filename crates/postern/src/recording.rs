@@ -1,11 +1,13 @@
 //! Wiring the recorder: per-target result caps and failure modes, and the `[[recording.rules]]`
 //! that decide who is recorded how, in front of the recordings directory.
 
-use crate::config::{RawConfig, RecordingMode, RecordingRule};
+use crate::config::{RawConfig, RecordingMode, RecordingRule, RecordingSection};
 use anyhow::{Context, Result};
 use postern_core::event::SessionStart;
 use postern_core::{NoRecording, Recorder, RecordingError, SessionRecording};
-use postern_record::{RecorderConfig, Recordings, ResultCap, Signer, load_signing_key};
+use postern_record::{
+    RecorderConfig, Recordings, ResultCap, S3Config, S3Store, Signer, load_signing_key,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -28,12 +30,23 @@ pub fn build(config: &RawConfig, node: &str) -> Result<Arc<dyn Recorder>> {
         .context("loading the gateway key for signing recordings")?;
     let signer = Signer::new(section.name.clone(), key).context("[recording] name")?;
     let dir = config.recordings_dir();
-    let recordings = Recordings::open(&dir, node, signer)
-        .with_context(|| format!("opening the recordings directory {}", dir.display()))?;
+    let recordings = match &section.sink {
+        None => Recordings::open(&dir, node, signer)
+            .with_context(|| format!("opening the recordings directory {}", dir.display()))?,
+        Some(url) => {
+            let store = S3Store::new(s3_config(section, url)?)
+                .with_context(|| format!("[recording] sink {url}"))?;
+            store
+                .check()
+                .with_context(|| format!("reaching the recordings bucket {url}"))?;
+            Recordings::open_s3(&dir, node, signer, store)
+                .with_context(|| format!("opening the recordings directory {}", dir.display()))?
+        }
+    };
     let report = recordings
         .recover()
         .context("sealing interrupted recordings")?;
-    tracing::info!(dir = %dir.display(), recovered = ?report, "recordings ready");
+    tracing::info!(dir = %dir.display(), sink = %recordings.location(), recovered = ?report, "recordings ready");
     let defaults = RecorderConfig {
         durability: section.durability.parse().map_err(anyhow::Error::msg)?,
         checkpoint_events: section.checkpoint_events,
@@ -57,6 +70,46 @@ pub fn build(config: &RawConfig, node: &str) -> Result<Arc<dyn Recorder>> {
         targets,
         rules: section.rules.clone(),
     }))
+}
+
+/// The S3 settings of `[recording]`, credentials read from the environment variables it names
+/// (absent defaults: the usual AWS sources — `AWS_*` variables, web identity, instance role).
+fn s3_config(section: &RecordingSection, url: &str) -> Result<S3Config> {
+    let from_env = |key: &str, named: &Option<String>, default: &str| -> Result<Option<String>> {
+        let var = named.as_deref().unwrap_or(default);
+        match std::env::var(var) {
+            Ok(value) if !value.is_empty() => Ok(Some(value)),
+            _ if named.is_some() => {
+                anyhow::bail!("[recording] {key} = {var:?}, but {var} is not set")
+            }
+            _ => Ok(None),
+        }
+    };
+    let access_key_id = from_env(
+        "s3_access_key_env",
+        &section.s3_access_key_env,
+        "AWS_ACCESS_KEY_ID",
+    )?;
+    let secret_access_key = from_env(
+        "s3_secret_key_env",
+        &section.s3_secret_key_env,
+        "AWS_SECRET_ACCESS_KEY",
+    )?;
+    if access_key_id.is_some() != secret_access_key.is_some() {
+        anyhow::bail!(
+            "[recording] S3 credentials: found an access key id or a secret access key, but not both"
+        );
+    }
+    Ok(S3Config {
+        endpoint: section.s3_endpoint.clone(),
+        region: section.s3_region.clone(),
+        access_key_id,
+        secret_access_key,
+        session_token: None,
+        allow_http: section.s3_allow_http,
+        timeout: section.s3_timeout,
+        ..S3Config::from_url(url).map_err(|e| anyhow::anyhow!("[recording] sink: {e}"))?
+    })
 }
 
 impl GatewayRecorder {

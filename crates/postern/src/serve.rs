@@ -5,7 +5,7 @@ use crate::config::{RawConfig, RawTarget};
 use crate::{health, tls};
 use anyhow::{Context, Result, bail};
 use postern_auth::{GatewayKey, GatewayTokenVerifier, MultiAuthenticator, OidcVerifier};
-use postern_core::{AllowAll, Policy, Target};
+use postern_core::{AllowAll, Policy, Store, Target};
 use postern_pg::{Limits, PgEngine, PgTarget, PgUrl, Seams, Secret, UpstreamTlsMode};
 use postern_store::SqliteStore;
 use std::net::SocketAddr;
@@ -29,18 +29,12 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
     let key =
         GatewayKey::load_or_create(&config.data_dir).context("loading the gateway signing key")?;
-    let mut oidc = Vec::new();
-    for provider in &config.auth.oidc {
-        oidc.push(
-            OidcVerifier::new(provider.clone())
-                .with_context(|| format!("OIDC provider {}", provider.issuer))?,
-        );
-    }
-    let authenticator =
-        MultiAuthenticator::new(GatewayTokenVerifier::new(&key.verifying_key()), oidc)?;
-    let store = SqliteStore::open(&config.data_dir.join("postern.db"))
-        .await
-        .context("opening the metadata store")?;
+    let authenticator = authenticator(config, GatewayTokenVerifier::new(&key.verifying_key()))?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&config.data_dir.join("postern.db"))
+            .await
+            .context("opening the metadata store")?,
+    );
     let targets = config
         .targets
         .iter()
@@ -59,11 +53,13 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
     let seams = Seams {
         authenticator: Arc::new(authenticator),
         policy,
-        store: Arc::new(store),
+        approvals: crate::approvals::build(config, store.clone())?,
+        store,
         recorder: crate::recording::build(config, &node)?,
         node,
         policy_version,
     };
+    close_interrupted_sessions(seams.store.as_ref()).await?;
     let engine = Arc::new(PgEngine::new(
         targets,
         seams,
@@ -106,6 +102,58 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
         shutdown,
         done,
     })
+}
+
+/// What verifies tokens: gateway tokens (with `gateway`), plus the configured OIDC providers.
+/// Shared by the listeners and the CLI commands that act as a token's identity.
+pub fn authenticator(
+    config: &RawConfig,
+    gateway: GatewayTokenVerifier,
+) -> Result<MultiAuthenticator> {
+    let mut oidc = Vec::new();
+    for provider in &config.auth.oidc {
+        oidc.push(
+            OidcVerifier::new(provider.clone())
+                .with_context(|| format!("OIDC provider {}", provider.issuer))?,
+        );
+    }
+    Ok(MultiAuthenticator::new(gateway, oidc)?)
+}
+
+/// Marks sessions a previous run left open (a crash, kill -9) as ended, now that their
+/// recordings have been sealed as interrupted. The store is this node's own (SQLite), so no
+/// open session in it can still be live.
+async fn close_interrupted_sessions(store: &dyn Store) -> Result<()> {
+    let open = store
+        .list_sessions(&postern_core::SessionFilter {
+            open_only: true,
+            limit: Some(postern_store::MAX_LIMIT),
+            ..Default::default()
+        })
+        .await
+        .context("listing sessions left open")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for session in &open {
+        store
+            .session_closed(
+                &session.id,
+                now,
+                session.bytes_in,
+                session.bytes_out,
+                "interrupted: the gateway stopped before the session ended",
+            )
+            .await
+            .context("closing a session left open")?;
+    }
+    if !open.is_empty() {
+        tracing::warn!(
+            sessions = open.len(),
+            "closed sessions left open by the previous run"
+        );
+    }
+    Ok(())
 }
 
 /// The decision point: allow-all when no rules or masks are configured, else the rule engine.

@@ -55,6 +55,7 @@ mod read;
 mod recorder;
 mod recordings;
 mod recover;
+pub mod s3;
 mod seam;
 mod sink;
 mod verify;
@@ -74,6 +75,7 @@ pub use read::{EventReader, read_events};
 pub use recorder::{OnFailure, RecorderConfig, SealReceipt, SessionRecorder};
 pub use recordings::Recordings;
 pub use recover::{INTERRUPTED_REASON, RecoveryReport, recover_unsealed};
+pub use s3::{S3Config, S3Sink, S3Store, download_prefix};
 pub use sink::{Durability, LocalDirSink, Sink, SinkError};
 pub use verify::{VerifyError, VerifyReport, verify_session};
 

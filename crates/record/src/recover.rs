@@ -96,6 +96,11 @@ enum Outcome {
 fn recover_one(id: &str, dir: &Path, signer: &Signer) -> Result<Outcome, RecordError> {
     let key = signer.verifying_key();
     let st = match scan(dir, &key, true) {
+        // A chunk file cut back to nothing (its first write failed, e.g. a full disk) holds
+        // no event and no session id: the same as a recording never written.
+        Ok(st) if st.session_id.is_empty() && st.tree.size() == 0 && st.checkpoints.is_empty() => {
+            empty_scan(id)
+        }
         Ok(st) => st,
         // Created, then the gateway stopped before the first write.
         Err(VerifyError::NotARecording { .. }) => empty_scan(id),

@@ -1,11 +1,14 @@
-//! The metadata store: audit events and the sessions index, kept in SQLite by default.
+//! The metadata store: audit events, the sessions index and approval requests, kept in SQLite
+//! by default.
 //!
-//! [`SqliteStore`] implements [`postern_core::Store`]: the audit trail and the sessions index. Every write returns its error to the caller; nothing is
-//! dropped silently. Migrations live in `migrations/<backend>/` so a PostgreSQL store can sit
-//! beside the SQLite one later.
+//! [`SqliteStore`] implements [`postern_core::Store`]: the audit trail, the sessions index and
+//! approval requests. Every write returns its error to the caller; nothing is dropped silently.
+//! Migrations live in `migrations/<backend>/` so a PostgreSQL store can sit beside the SQLite one
+//! later.
 
 mod sqlite;
 
+pub use postern_core::approval::{ApprovalFilter, ApprovalRow, ApprovalState};
 pub use postern_core::session::{SessionFilter, SessionRow};
 pub use sqlite::SqliteStore;
 

@@ -4,7 +4,11 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use postern_core::{AuditEvent, AuditKind, AuditQuery, Store, StoreError};
+use postern_core::approval::now_ms;
+use postern_core::{
+    ApprovalFilter, ApprovalRow, ApprovalState, AuditEvent, AuditKind, AuditQuery, Store,
+    StoreError,
+};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -28,7 +32,16 @@ const AUDIT_COLUMNS: &str = "at_ms, kind, session_id, subject, identity_kind, gr
 const SESSION_COLUMNS: &str = "id, subject, identity_kind, groups, target, client_addr, \
      started_at_ms, ended_at_ms, bytes_in, bytes_out, close_reason";
 
-/// Audit events and the sessions index in one SQLite database file.
+/// The columns of `approvals`, in [`ApprovalRow`] order (a macro so queries stay `&'static str`).
+macro_rules! approval_columns {
+    () => {
+        "id, state, session_id, subject, identity_kind, groups, target, rule, statement, \
+         approvers, requested_at_ms, expires_at_ms, decided_by, decided_at_ms, reason, \
+         window_until_ms"
+    };
+}
+
+/// Audit events, the sessions index and approval requests in one SQLite database file.
 ///
 /// Cheap to clone: clones share the connection pool.
 #[derive(Debug, Clone)]
@@ -87,6 +100,20 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError(format!("migration failed: {e}")))?;
         Ok(SqliteStore { pool })
+    }
+
+    /// Approval `id` exactly as stored (a stale pending row stays pending).
+    async fn raw_approval(&self, id: &str) -> Result<Option<ApprovalRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            approval_columns!(),
+            " FROM approvals WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("cannot read approval"))?;
+        row.as_ref().map(approval_from_row).transpose()
     }
 
     /// Close the pool, waiting for in-flight queries, so the WAL is checkpointed on shutdown.
@@ -204,6 +231,209 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn create_approval(&self, row: &ApprovalRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO approvals (id, state, session_id, subject, identity_kind, groups, target, \
+             rule, statement, approvers, requested_at_ms, expires_at_ms, decided_by, \
+             decided_at_ms, reason, window_until_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.id)
+        .bind(row.state.as_str())
+        .bind(&row.session_id)
+        .bind(&row.subject)
+        .bind(&row.identity_kind)
+        .bind(groups_to_json(&row.groups)?)
+        .bind(&row.target)
+        .bind(&row.rule)
+        .bind(&row.statement)
+        .bind(groups_to_json(&row.approvers)?)
+        .bind(row.requested_at_ms)
+        .bind(row.expires_at_ms)
+        .bind(&row.decided_by)
+        .bind(row.decided_at_ms)
+        .bind(&row.reason)
+        .bind(row.window_until_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot store approval request"))?;
+        Ok(())
+    }
+
+    async fn get_approval(&self, id: &str) -> Result<Option<ApprovalRow>, StoreError> {
+        let row = self.raw_approval(id).await?;
+        let now = now_ms();
+        Ok(row.map(|mut row| {
+            row.state = row.effective_state(now);
+            row
+        }))
+    }
+
+    /// List approvals matching `filter`, newest first (by request time).
+    async fn list_approvals(
+        &self,
+        filter: &ApprovalFilter,
+    ) -> Result<Vec<ApprovalRow>, StoreError> {
+        let now = now_ms();
+        let mut q = QueryBuilder::<Sqlite>::new(concat!(
+            "SELECT ",
+            approval_columns!(),
+            " FROM approvals WHERE 1 = 1"
+        ));
+        match filter.state {
+            None => {}
+            Some(ApprovalState::Pending) => {
+                q.push(" AND state = 'pending' AND expires_at_ms > ")
+                    .push_bind(now);
+            }
+            Some(ApprovalState::Expired) => {
+                q.push(" AND (state = 'expired' OR (state = 'pending' AND expires_at_ms <= ")
+                    .push_bind(now)
+                    .push("))");
+            }
+            Some(state) => {
+                q.push(" AND state = ").push_bind(state.as_str());
+            }
+        }
+        if let Some(subject) = &filter.subject {
+            q.push(" AND subject = ").push_bind(subject.clone());
+        }
+        if let Some(target) = &filter.target {
+            q.push(" AND target = ").push_bind(target.clone());
+        }
+        if let Some(session_id) = &filter.session_id {
+            q.push(" AND session_id = ").push_bind(session_id.clone());
+        }
+        q.push(" ORDER BY requested_at_ms DESC, rowid DESC LIMIT ")
+            .push_bind(i64::from(crate::effective_limit(filter.limit)));
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("cannot list approvals"))?;
+        rows.iter()
+            .map(|row| {
+                let mut row = approval_from_row(row)?;
+                row.state = row.effective_state(now);
+                Ok(row)
+            })
+            .collect()
+    }
+
+    async fn decide_approval(
+        &self,
+        id: &str,
+        state: ApprovalState,
+        by: &str,
+        reason: Option<&str>,
+        window_until_ms: Option<i64>,
+    ) -> Result<ApprovalRow, StoreError> {
+        match state {
+            ApprovalState::Approved => {}
+            ApprovalState::Denied if window_until_ms.is_none() => {}
+            ApprovalState::Denied => {
+                return Err(StoreError(format!(
+                    "cannot decide approval {id}: a denial has no window"
+                )));
+            }
+            other => {
+                return Err(StoreError(format!(
+                    "cannot decide approval {id}: a decision is approved or denied, not {other}"
+                )));
+            }
+        }
+        if by.trim().is_empty() {
+            return Err(StoreError(format!(
+                "cannot decide approval {id}: the decider has no name"
+            )));
+        }
+        let now = now_ms();
+        // One statement: the row changes only if it is still pending, unexpired and not the
+        // decider's own, so two deciders (any node, the CLI) can never both win.
+        let decided = sqlx::query(concat!(
+            "UPDATE approvals SET state = ?, decided_by = ?, decided_at_ms = ?, reason = ?, \
+             window_until_ms = ? \
+             WHERE id = ? AND state = 'pending' AND expires_at_ms > ? AND subject <> ? \
+             RETURNING ",
+            approval_columns!()
+        ))
+        .bind(state.as_str())
+        .bind(by)
+        .bind(now)
+        .bind(reason)
+        .bind(window_until_ms)
+        .bind(id)
+        .bind(now)
+        .bind(by)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("cannot decide approval"))?;
+        if let Some(row) = decided {
+            return approval_from_row(&row);
+        }
+        // Nothing changed: say why.
+        let why = match self.raw_approval(id).await? {
+            None => format!("there is no approval {id}"),
+            Some(row) if row.subject == by => format!(
+                "approval {id} was requested by {by}: a requester cannot decide their own request"
+            ),
+            Some(row) if row.state == ApprovalState::Expired => {
+                format!("approval {id} has expired: it can no longer be decided")
+            }
+            Some(row) if row.state != ApprovalState::Pending => format!(
+                "approval {id} was already {} by {}",
+                row.state,
+                row.decided_by.as_deref().unwrap_or("someone")
+            ),
+            Some(row) if row.expires_at_ms <= now => format!(
+                "approval {id} has expired ({} s ago): it can no longer be decided",
+                (now - row.expires_at_ms) / 1000
+            ),
+            Some(_) => format!("approval {id} changed while it was being decided; try again"),
+        };
+        Err(StoreError(why))
+    }
+
+    async fn expire_approval(&self, id: &str, reason: &str) -> Result<ApprovalRow, StoreError> {
+        sqlx::query(
+            "UPDATE approvals SET state = 'expired', decided_at_ms = ?, reason = ? \
+             WHERE id = ? AND state = 'pending'",
+        )
+        .bind(now_ms())
+        .bind(reason)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot expire approval"))?;
+        self.raw_approval(id)
+            .await?
+            .ok_or_else(|| StoreError(format!("cannot expire approval: there is no approval {id}")))
+    }
+
+    async fn active_window(
+        &self,
+        subject: &str,
+        target: &str,
+        rule: &str,
+        now_ms: i64,
+    ) -> Result<Option<ApprovalRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            approval_columns!(),
+            " FROM approvals WHERE state = 'approved' AND subject = ? AND target = ? \
+             AND rule = ? AND window_until_ms > ? \
+             ORDER BY window_until_ms DESC LIMIT 1"
+        ))
+        .bind(subject)
+        .bind(target)
+        .bind(rule)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("cannot look up approval windows"))?;
+        row.as_ref().map(approval_from_row).transpose()
+    }
+
     async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         let mut q = QueryBuilder::<Sqlite>::new(format!(
             "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE 1 = 1"
@@ -286,6 +516,30 @@ fn audit_from_row(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
         bytes_out: opt_u64("bytes_out")?,
         duration_ms: opt_u64("duration_ms")?,
         detail: get(row, "detail")?,
+    })
+}
+
+fn approval_from_row(row: &SqliteRow) -> Result<ApprovalRow, StoreError> {
+    let state: String = get(row, "state")?;
+    Ok(ApprovalRow {
+        id: get(row, "id")?,
+        state: state
+            .parse()
+            .map_err(|e: String| StoreError(format!("corrupt approvals.state column: {e}")))?,
+        session_id: get(row, "session_id")?,
+        subject: get(row, "subject")?,
+        identity_kind: get(row, "identity_kind")?,
+        groups: groups_from_json(&get::<String>(row, "groups")?)?,
+        target: get(row, "target")?,
+        rule: get(row, "rule")?,
+        statement: get(row, "statement")?,
+        approvers: groups_from_json(&get::<String>(row, "approvers")?)?,
+        requested_at_ms: get(row, "requested_at_ms")?,
+        expires_at_ms: get(row, "expires_at_ms")?,
+        decided_by: get(row, "decided_by")?,
+        decided_at_ms: get(row, "decided_at_ms")?,
+        reason: get(row, "reason")?,
+        window_until_ms: get(row, "window_until_ms")?,
     })
 }
 

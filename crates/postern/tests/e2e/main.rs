@@ -7,6 +7,8 @@
 
 mod util;
 
+mod approval_flow;
+mod approvals_cli;
 mod audit;
 mod client_tls;
 mod copy;
@@ -18,7 +20,12 @@ mod policy;
 mod psql;
 mod psycopg;
 mod raw_protocol;
+mod record_crash;
+mod record_failure;
+mod recording;
+mod recording_cli;
 mod refusals;
+mod s3;
 mod tokio_pg;
 mod upstream_auth;
 mod upstream_tls;

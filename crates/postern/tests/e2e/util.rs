@@ -108,6 +108,8 @@ pub struct Target {
     pub tls: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub allow: Option<Allow>,
+    /// Extra TOML lines inside this `[[targets]]` table (e.g. `record_results = "none"`).
+    pub raw: Vec<String>,
 }
 
 impl Target {
@@ -120,7 +122,14 @@ impl Target {
             tls: None,
             ca_file: None,
             allow: None,
+            raw: Vec::new(),
         }
+    }
+
+    /// Adds a raw TOML line to this target's table.
+    pub fn raw(mut self, line: &str) -> Target {
+        self.raw.push(line.into());
+        self
     }
 
     pub fn password_env(mut self, var: &str) -> Target {
@@ -158,6 +167,8 @@ pub struct GatewayConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Environment variables for `postern serve` (for `password_env`).
     pub env: Vec<(String, String)>,
+    /// Raw TOML appended after everything else (e.g. a `[recording]` section).
+    pub raw: String,
 }
 
 impl GatewayConfig {
@@ -173,6 +184,14 @@ impl GatewayConfig {
 
     pub fn env(mut self, var: &str, value: &str) -> GatewayConfig {
         self.env.push((var.into(), value.into()));
+        self
+    }
+
+    /// Appends raw TOML to the end of the file.
+    pub fn raw(mut self, toml: &str) -> GatewayConfig {
+        self.raw.push('\n');
+        self.raw.push_str(toml);
+        self.raw.push('\n');
         self
     }
 
@@ -250,13 +269,17 @@ impl GatewayConfig {
                 }
                 let _ = writeln!(out, "allow = {{ {} }}", parts.join(", "));
             }
+            for line in &t.raw {
+                let _ = writeln!(out, "{line}");
+            }
         }
+        out.push_str(&self.raw);
         out
     }
 }
 
 /// A TOML basic string.
-fn toml_str(s: &str) -> String {
+pub fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
@@ -383,6 +406,36 @@ impl Gateway {
     /// The process id of `postern serve`.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the process with SIGKILL (no chance to seal anything) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts `postern serve` again with the same config, data directory and ports (after
+    /// [`Gateway::kill9`] or an exit), appending to the same log; waits until it is ready.
+    pub fn restart(&mut self, env: &[(String, String)]) {
+        assert!(!self.is_running(), "restart: the gateway is still running");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let mut cmd = Command::new(postern_bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = cmd.spawn().expect("spawning postern serve again");
+        if let Err(why) = self.wait_ready(Duration::from_secs(30)) {
+            panic!("the restarted gateway did not become ready: {why}");
+        }
     }
 
     /// Waits up to `timeout` for the process to exit.
