@@ -326,6 +326,7 @@ async fn fail_closed_a_stopped_store_stops_the_statement_before_the_upstream() {
         .await
         .expect_err("an INSERT whose event cannot be uploaded must fail");
     let took = started.elapsed();
+    eprintln!("refused after {took:?}: {err:?}");
     let db = err
         .as_db_error()
         .unwrap_or_else(|| panic!("expected an ErrorResponse from the gateway, got {err:?}"));
