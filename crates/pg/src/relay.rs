@@ -240,9 +240,7 @@ where
                 if let Err(e) = ctx.record(&mut events, true) {
                     return RelayEnd::Recording(e);
                 }
-                let before = buf.split_to(pos);
-                let _ = buf.split_to(total);
-                if let Err(e) = write_two(server, &before, &replacement).await {
+                if let Err(e) = splice(server, &mut buf, pos, total, &replacement).await {
                     return RelayEnd::Io("server write", e);
                 }
                 pos = 0;
@@ -464,11 +462,9 @@ where
                         return RelayEnd::Recording(e);
                     }
                 }
-                let before = buf.split_to(pos);
-                let _ = buf.split_to(total);
-                *traffic += (before.len() + ours.len()) as u64;
-                if let Err(e) = write_two(client, &before, &ours).await {
-                    return RelayEnd::Io("client write", e);
+                match splice(client, &mut buf, pos, total, &ours).await {
+                    Ok(written) => *traffic += written as u64,
+                    Err(e) => return RelayEnd::Io("client write", e),
                 }
                 pos = 0;
                 continue;
@@ -550,8 +546,19 @@ async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::R
     w.flush().await
 }
 
-async fn write_two<W: AsyncWrite + Unpin>(w: &mut W, a: &[u8], b: &[u8]) -> std::io::Result<()> {
-    w.write_all(a).await?;
-    w.write_all(b).await?;
-    w.flush().await
+/// Writes the frames before `pos`, then `replacement` in place of the `total`-byte frame at
+/// `pos`, consuming both from `buf`; returns the bytes written.
+async fn splice<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    buf: &mut BytesMut,
+    pos: usize,
+    total: usize,
+    replacement: &[u8],
+) -> std::io::Result<usize> {
+    let before = buf.split_to(pos);
+    let _ = buf.split_to(total);
+    w.write_all(&before).await?;
+    w.write_all(replacement).await?;
+    w.flush().await?;
+    Ok(before.len() + replacement.len())
 }
