@@ -141,10 +141,7 @@ pub fn new_approval_id() -> String {
     id
 }
 
-/// The current Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
+pub use crate::now_ms;
 
 #[cfg(test)]
 mod tests {

@@ -71,7 +71,7 @@ impl AuditEvent {
     /// A blank event of `kind` stamped now.
     pub fn now(kind: AuditKind) -> Self {
         AuditEvent {
-            at_ms: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+            at_ms: crate::now_ms(),
             kind,
             session_id: None,
             subject: None,

@@ -29,3 +29,9 @@ pub use seams::{
 };
 pub use session::{SessionFilter, SessionRow};
 pub use target::{Target, TargetAccess, TargetKind};
+
+/// The current Unix time in milliseconds: the one clock for audit events, the sessions index
+/// and approvals.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}

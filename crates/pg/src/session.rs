@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use postern_core::event::{SessionEnd, SessionStart};
 use postern_core::{
     AuditEvent, AuditKind, AuthError, Identity, SessionRecording, SessionRow, new_session_id,
+    now_ms,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -455,12 +456,6 @@ impl Session<'_> {
             .await
             .map_err(|e| e.to_string())
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn describe(end: &RelayEnd) -> String {

@@ -132,9 +132,7 @@ async fn close_interrupted_sessions(store: &dyn Store) -> Result<()> {
         })
         .await
         .context("listing sessions left open")?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = postern_core::now_ms();
     for session in &open {
         store
             .session_closed(

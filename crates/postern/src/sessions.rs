@@ -6,6 +6,7 @@
 
 use crate::config::RawConfig;
 use anyhow::{Context, Result, bail};
+use postern_core::now_ms;
 use postern_core::{SessionFilter, SessionRow, Store};
 use postern_record::layout::{CHECKPOINTS_FILE, LOG_DIR};
 use postern_record::{Event, EventBody, Value, VerifyError, load_verifying_key, read_events};
@@ -14,7 +15,7 @@ use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// `postern sessions` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -244,12 +245,6 @@ pub fn cell(value: &Value) -> String {
         Value::Text(s) => format!("\\x{}", hex(s.as_bytes())),
         Value::Binary(b) => format!("\\x{}", hex(b)),
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `--since`: a duration ago or an RFC 3339 time, as Unix milliseconds.
