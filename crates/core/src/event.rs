@@ -377,6 +377,9 @@ pub enum DecisionKind {
     Denied,
     /// A held command timed out waiting for approval.
     Expired,
+    /// The caller asked not to wait: the approval request is pending and the command was
+    /// refused for now (it is re-submitted once approved).
+    Pending,
 }
 
 /// A gateway decision about the preceding command.

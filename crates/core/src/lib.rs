@@ -13,6 +13,8 @@ pub mod command;
 pub mod decision;
 pub mod event;
 pub mod identity;
+pub mod lineage;
+pub mod mask;
 pub mod seams;
 pub mod session;
 pub mod target;
@@ -22,6 +24,8 @@ pub use audit::{AuditEvent, AuditKind};
 pub use command::{Command, CommandSource};
 pub use decision::Decision;
 pub use identity::{Identity, IdentityKind, new_session_id};
+pub use lineage::StatementLineage;
+pub use mask::{ColumnMask, MaskCatalog, Masker, ResultPlan, SessionMasking};
 pub use seams::{
     AllowAll, ApprovalOutcome, ApprovalRequest, Approvals, AuditQuery, AuthError, Authenticator,
     NoApprovals, NoRecording, Policy, Recorder, RecordingError, SessionPolicy, SessionRecording,

@@ -9,8 +9,10 @@ use crate::command::Command;
 use crate::decision::Decision;
 use crate::event::{EventBody, SessionEnd, SessionStart};
 use crate::identity::Identity;
+use crate::mask::{MaskCatalog, ResultPlan, SessionMasking};
 use crate::session::{SessionFilter, SessionRow};
 use crate::target::Target;
+use std::sync::Arc;
 
 /// Why a credential was refused. The messages are shown to the caller, so they say *which*
 /// check failed without echoing the credential.
@@ -57,6 +59,22 @@ pub trait Policy: Send + Sync {
 pub trait SessionPolicy: Send {
     /// Decide what to do with `command`.
     fn decide(&mut self, command: &Command<'_>) -> Decision;
+
+    /// The session's masking, when masks apply to it: the engine resolves the columns in the
+    /// target's catalog (then calls [`SessionPolicy::set_mask_catalog`]) and masks results
+    /// with the masker. `None` (the default): results pass untouched.
+    fn masking(&self) -> Option<SessionMasking> {
+        None
+    }
+
+    /// The target's catalog, resolved for the columns [`SessionPolicy::masking`] named.
+    fn set_mask_catalog(&mut self, _catalog: Arc<MaskCatalog>) {}
+
+    /// How to mask the results of `command`, which [`SessionPolicy::decide`] has just allowed.
+    /// `None`: nothing in them derives from a masked column.
+    fn result_plan(&mut self, _command: &Command<'_>) -> Option<Arc<ResultPlan>> {
+        None
+    }
 }
 
 /// The policy used until rules are configured: every command is allowed.
@@ -200,6 +218,13 @@ pub struct ApprovalRequest {
     pub rule: String,
     /// The statement text.
     pub statement: String,
+    /// Wait for the decision (a wire client simply waits). `false`: store the request and
+    /// answer [`ApprovalOutcome::Pending`] at once, for callers such as MCP tools that come
+    /// back later.
+    pub wait: bool,
+    /// The caller re-submits the statement under this approval: if it is approved for the
+    /// same identity, target, rule and statement and not used yet, it is used now (once).
+    pub resubmission: Option<String>,
 }
 
 /// How a held statement was decided.
@@ -222,6 +247,12 @@ pub enum ApprovalOutcome {
         by: String,
         /// Why, in the approver's words.
         reason: String,
+    },
+    /// Stored and not decided yet (only when the request did not wait): the caller re-submits
+    /// the statement with this id once it is approved.
+    Pending {
+        /// The approval's id.
+        id: String,
     },
     /// Nobody decided in time.
     Expired {

@@ -17,10 +17,11 @@ use crate::capture::{self, ResultCapture};
 use crate::error::sqlstate;
 use crate::frame::{self, ErrorFields, FrameError, Reader};
 use bytes::{BufMut, BytesMut};
+use postern_core::event::Intent;
 use postern_core::event::{DecisionKind, DecisionRecord, EventBody};
 use postern_core::{
     ApprovalOutcome, ApprovalRequest, Approvals, Command, CommandSource, Decision, Identity,
-    RecordingError, SessionPolicy, SessionRecording, Target,
+    RecordingError, SessionPolicy, SessionRecording, StatementLineage, Target,
 };
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -172,7 +173,19 @@ where
             }
             if recording {
                 match capture::client_event(&buf[pos..pos + total]) {
-                    Ok(Some(event)) => events.push(event),
+                    Ok(Some(mut event)) => {
+                        if let EventBody::Command(command) = &mut event
+                            && let Some(text) = &command.text
+                            && let Some((lineage, _)) = StatementLineage::split(text)
+                        {
+                            command.causal_id = Some(lineage.causal_id.clone());
+                            events.push(EventBody::Intent(Intent {
+                                causal_id: lineage.causal_id,
+                                text: lineage.json,
+                            }));
+                        }
+                        events.push(event)
+                    }
                     Ok(None) => {}
                     Err(e) => return RelayEnd::ClientProtocol(e),
                 }
@@ -194,7 +207,7 @@ where
                 _ => Verdict::Forward,
             };
             let verdict = match verdict {
-                Verdict::Hold { rule, text } => {
+                Verdict::Hold(held) => {
                     // Everything before the held statement goes now, and the hold is on
                     // record before anyone can decide it.
                     if let Err(e) = ctx.record(&mut events, true) {
@@ -208,7 +221,7 @@ where
                     // Keep reading while the statement is held, so a client that gives up
                     // ends the session (and withdraws its request) at once.
                     let verdict = {
-                        let held = hold(ctx, rule, text, &mut events);
+                        let held = hold(ctx, held, &mut events);
                         tokio::pin!(held);
                         loop {
                             tokio::select! {
@@ -279,13 +292,18 @@ enum Verdict {
     Forward,
     /// Replace it; the client gets this reason as a 42501 error.
     Refuse(String),
-    /// Wait for a human to approve it under `rule`.
-    Hold {
-        /// The approve rule.
-        rule: String,
-        /// The statement, for the approver.
-        text: String,
-    },
+    /// Wait for a human to approve it.
+    Hold(Held),
+}
+
+/// A statement that needs approval.
+struct Held {
+    /// The approve rule.
+    rule: String,
+    /// The statement, for the approver (without a lineage comment).
+    text: String,
+    /// The caller's lineage comment, if it sent one.
+    lineage: Option<StatementLineage>,
 }
 
 /// Decodes a `Query` or `Parse` frame and asks the policy about it.
@@ -319,10 +337,17 @@ fn inspect(
         Decision::Block { rule, reason } => {
             Verdict::Refuse(format!("blocked by rule \"{rule}\": {reason}"))
         }
-        Decision::Approve { rule } => Verdict::Hold {
-            rule: rule.clone(),
-            text: text.to_owned(),
-        },
+        Decision::Approve { rule } => {
+            let (lineage, text) = match StatementLineage::split(text) {
+                Some((lineage, rest)) => (Some(lineage), rest.trim_start()),
+                None => (None, text),
+            };
+            Verdict::Hold(Held {
+                rule: rule.clone(),
+                text: text.to_owned(),
+                lineage,
+            })
+        }
     };
     tracing::info!(
         subject = %ctx.identity.subject,
@@ -335,18 +360,20 @@ fn inspect(
 }
 
 /// Holds a statement until it is approved, denied or expires, recording the outcome.
-async fn hold(
-    ctx: &RelayContext<'_>,
-    rule: String,
-    text: String,
-    events: &mut Vec<EventBody>,
-) -> Verdict {
+async fn hold(ctx: &RelayContext<'_>, held: Held, events: &mut Vec<EventBody>) -> Verdict {
+    let Held {
+        rule,
+        text,
+        lineage,
+    } = held;
     let request = ApprovalRequest {
         session_id: ctx.session_id.to_owned(),
         requester: ctx.identity.clone(),
         target: ctx.target.name.clone(),
         rule: rule.clone(),
         statement: text,
+        wait: lineage.as_ref().is_none_or(|l| l.wait),
+        resubmission: lineage.and_then(|l| l.approval),
     };
     let outcome = ctx.approvals.request(request).await;
     let mut record = DecisionRecord {
@@ -369,6 +396,14 @@ async fn hold(
             record.reason = Some(reason.clone());
             Verdict::Refuse(format!(
                 "rule \"{rule}\": approval {id} was denied by {by}: {reason}"
+            ))
+        }
+        ApprovalOutcome::Pending { id } => {
+            record.decision = DecisionKind::Pending;
+            record.approval_id = Some(id.clone());
+            Verdict::Refuse(format!(
+                "rule \"{rule}\": approval {id} is pending; re-submit the statement with \
+                 that approval id once it is approved"
             ))
         }
         ApprovalOutcome::Expired { id } => {

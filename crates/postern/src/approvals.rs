@@ -621,6 +621,8 @@ mod tests {
             target: "shop".into(),
             rule: "agent-writes-need-approval".into(),
             statement: statement.into(),
+            wait: true,
+            resubmission: None,
         }
     }
 

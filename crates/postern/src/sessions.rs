@@ -654,6 +654,7 @@ impl<'a, W: Write> Timeline<'a, W> {
                     K::Approved => "approved",
                     K::Denied => "DENIED",
                     K::Expired => "EXPIRED waiting for approval",
+                    K::Pending => "PENDING approval (not held; re-submit once approved)",
                 };
                 let mut line = format!("→ {verdict}");
                 if let Some(rule) = &d.rule {
