@@ -8,7 +8,7 @@ mod approvals_cli;
 mod config;
 mod demo;
 mod export;
-mod health;
+mod http;
 mod recording;
 mod replay;
 mod serve;

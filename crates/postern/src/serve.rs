@@ -2,7 +2,7 @@
 //! the listeners until a signal arrives.
 
 use crate::config::{RawConfig, RawTarget};
-use crate::{health, tls};
+use crate::{http, tls};
 use anyhow::{Context, Result, bail};
 use postern_auth::{GatewayKey, GatewayTokenVerifier, MultiAuthenticator, OidcVerifier};
 use postern_core::{AllowAll, Policy, Store, Target};
@@ -89,7 +89,7 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
 
     let shutdown = CancellationToken::new();
     let pg = tokio::spawn(engine.serve(pg_listener, shutdown.clone()));
-    let http = http_listener.map(|l| tokio::spawn(health::serve(l, shutdown.clone())));
+    let http = http_listener.map(|l| tokio::spawn(http::serve(l, http::app(), shutdown.clone())));
     let done = tokio::spawn(async move {
         let _ = pg.await;
         if let Some(http) = http {
