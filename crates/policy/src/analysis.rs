@@ -13,6 +13,7 @@
 
 use crate::class::{ClassSet, StatementClass};
 use crate::functions::{FunctionCatalog, setting_effect};
+use crate::lineage::Lineage;
 use crate::verb::{object_name, verb};
 use crate::walk::{Facts, RangeFact, RangeRole, walk};
 use pg_query::NodeEnum;
@@ -148,6 +149,9 @@ pub struct StatementAnalysis {
     pub prepares: Option<(String, Arc<StatementAnalysis>)>,
     /// It changes how the server reads statement text (`SET standard_conforming_strings`).
     pub changes_lexing: bool,
+    /// Where its results and stored values come from, when lineage was asked for (sessions
+    /// with masks need it; others skip the cost).
+    pub lineage: Option<Arc<Lineage>>,
 }
 
 impl StatementAnalysis {
@@ -163,6 +167,7 @@ impl StatementAnalysis {
             executes: Vec::new(),
             prepares: None,
             changes_lexing: false,
+            lineage: None,
         }
     }
 
@@ -228,7 +233,17 @@ impl Analysis {
     /// Analyses `sql`, turning a failure into a single [`StatementClass::Unknown`] statement
     /// so that policy can decide on it (it never panics).
     pub fn of(sql: &str, lexing: Lexing, functions: &FunctionCatalog) -> Analysis {
-        analyze_with(sql, lexing, functions).unwrap_or_else(|e| Analysis {
+        Self::of_with(sql, lexing, functions, false)
+    }
+
+    /// Like [`Analysis::of`], with each statement's [`Lineage`] when `lineage` is set.
+    pub fn of_with(
+        sql: &str,
+        lexing: Lexing,
+        functions: &FunctionCatalog,
+        lineage: bool,
+    ) -> Analysis {
+        analyze_full(sql, lexing, functions, lineage).unwrap_or_else(|e| Analysis {
             statements: vec![StatementAnalysis::unparseable(sql, &e)],
             error: Some(e),
         })
@@ -253,6 +268,16 @@ pub fn analyze_with(
     lexing: Lexing,
     functions: &FunctionCatalog,
 ) -> Result<Analysis, AnalysisError> {
+    analyze_full(sql, lexing, functions, false)
+}
+
+/// Like [`analyze_with`], computing each statement's [`Lineage`] when `lineage` is set.
+pub fn analyze_full(
+    sql: &str,
+    lexing: Lexing,
+    functions: &FunctionCatalog,
+    lineage: bool,
+) -> Result<Analysis, AnalysisError> {
     let parsed = catch_unwind(|| pg_query::parse(sql, lexing.options()))
         .map_err(|_| AnalysisError::Internal)?
         .map_err(|e| AnalysisError::Parse(parse_message(e)))?;
@@ -263,7 +288,7 @@ pub fn analyze_with(
             .iter()
             .filter_map(|raw| {
                 let node = raw.stmt.as_ref()?.node.as_ref()?;
-                Some(classify(node, span(sql, raw), functions))
+                Some(classify(node, span(sql, raw), functions, lineage))
             })
             .collect();
         Analysis {
@@ -311,7 +336,12 @@ fn leading_word(text: &str) -> String {
 }
 
 /// Classifies one statement node.
-fn classify(node: &NodeEnum, span: Range<usize>, functions: &FunctionCatalog) -> StatementAnalysis {
+fn classify(
+    node: &NodeEnum,
+    span: Range<usize>,
+    functions: &FunctionCatalog,
+    lineage: bool,
+) -> StatementAnalysis {
     let facts = walk(node);
     let mut s = StatementAnalysis::new(span.clone());
     collect_names(&mut s, &facts);
@@ -328,7 +358,7 @@ fn classify(node: &NodeEnum, span: Range<usize>, functions: &FunctionCatalog) ->
             effects = false;
             match e.query.as_ref().and_then(|q| q.node.as_ref()) {
                 Some(inner) if explain_analyzes(e) => {
-                    let inner = classify(inner, span.clone(), functions);
+                    let inner = classify(inner, span.clone(), functions, lineage);
                     s.verb = format!("EXPLAIN ANALYZE {}", inner.verb);
                     s.absorb(&inner);
                 }
@@ -339,7 +369,7 @@ fn classify(node: &NodeEnum, span: Range<usize>, functions: &FunctionCatalog) ->
             effects = false;
             match p.query.as_ref().and_then(|q| q.node.as_ref()) {
                 Some(inner) => {
-                    let inner = classify(inner, span.clone(), functions);
+                    let inner = classify(inner, span.clone(), functions, lineage);
                     s.verb = format!("PREPARE {}", inner.verb);
                     s.absorb(&inner);
                     s.prepares = Some((p.name.clone(), Arc::new(inner)));
@@ -411,6 +441,10 @@ fn classify(node: &NodeEnum, span: Range<usize>, functions: &FunctionCatalog) ->
     }
     if effects {
         add_effects(&mut s, &facts, functions);
+    }
+    if lineage {
+        let tree = serde_json::to_value(node).unwrap_or_default();
+        s.lineage = Some(Arc::new(crate::lineage::of_statement(&tree)));
     }
     s
 }

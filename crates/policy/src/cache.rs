@@ -39,6 +39,8 @@ pub struct CacheStats {
 /// Analyses statement texts, remembering the results: one per gateway, shared by all sessions.
 pub struct Analyzer {
     functions: FunctionCatalog,
+    /// Compute each statement's lineage (only when masks are configured).
+    lineage: bool,
     per_shard: NonZeroUsize,
     standard: Box<[Shard]>,
     /// Only sessions that changed `standard_conforming_strings` use this one.
@@ -75,6 +77,7 @@ impl Analyzer {
             NonZeroUsize::new(capacity.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
         Analyzer {
             functions,
+            lineage: false,
             per_shard,
             standard: shards(per_shard),
             backslash: OnceLock::new(),
@@ -82,6 +85,12 @@ impl Analyzer {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
+    }
+
+    /// The same analyzer computing each statement's lineage too (needed by masking).
+    pub fn with_lineage(mut self) -> Self {
+        self.lineage = true;
+        self
     }
 
     /// The declared functions analyses use.
@@ -99,7 +108,12 @@ impl Analyzer {
     pub fn analyze_as(&self, sql: &str, lexing: Lexing) -> Arc<Analysis> {
         if sql.len() > MAX_CACHED_TEXT {
             self.misses.fetch_add(1, Ordering::Relaxed);
-            return Arc::new(Analysis::of(sql, lexing, &self.functions));
+            return Arc::new(Analysis::of_with(
+                sql,
+                lexing,
+                &self.functions,
+                self.lineage,
+            ));
         }
         let set = match lexing {
             Lexing::Standard => &self.standard,
@@ -111,7 +125,12 @@ impl Analyzer {
             return Arc::clone(hit);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let analysis = Arc::new(Analysis::of(sql, lexing, &self.functions));
+        let analysis = Arc::new(Analysis::of_with(
+            sql,
+            lexing,
+            &self.functions,
+            self.lineage,
+        ));
         lock(shard).put(sql.into(), Arc::clone(&analysis));
         analysis
     }

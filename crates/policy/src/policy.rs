@@ -7,10 +7,20 @@
 
 use crate::analysis::{Lexing, StatementAnalysis};
 use crate::cache::{Analyzer, DEFAULT_CACHE_ENTRIES};
+use crate::class::StatementClass;
 use crate::config::{Action, MaskConfig, PolicyConfig};
 use crate::error::ConfigError;
+use crate::lineage::Item;
+use crate::mask::ValueMasker;
+use crate::plan::Resolver;
 use crate::rules::{ApprovalSpec, CompiledRule, View};
-use postern_core::{Command, CommandSource, Decision, Identity, Policy, SessionPolicy, Target};
+use postern_core::mask::{
+    CatalogColumn, CatalogRelation, ColumnMask, MaskId, MaskedColumnSpec, Masker, Outputs,
+    RelationKind, ResultPlan, SessionMasking, StatementPlan,
+};
+use postern_core::{
+    Command, CommandSource, Decision, Identity, MaskCatalog, Policy, SessionPolicy, Target,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -22,6 +32,8 @@ struct Shared {
     rules: Vec<CompiledRule>,
     config: PolicyConfig,
     analyzer: Arc<Analyzer>,
+    /// The key of the `hash` mask strategy.
+    mask_key: [u8; 32],
 }
 
 /// The rule-based [`Policy`]: built once from config, shared by every session.
@@ -54,14 +66,27 @@ impl RulePolicy {
             .iter()
             .map(CompiledRule::compile)
             .collect::<Result<_, _>>()?;
-        let analyzer = Arc::new(Analyzer::new(capacity, config.function_catalog()));
+        let mut analyzer = Analyzer::new(capacity, config.function_catalog());
+        if !config.masks.is_empty() {
+            analyzer = analyzer.with_lineage();
+        }
         Ok(RulePolicy {
             shared: Arc::new(Shared {
                 rules,
                 config,
-                analyzer,
+                analyzer: Arc::new(analyzer),
+                mask_key: [0; 32],
             }),
         })
+    }
+
+    /// Sets the secret key of the `hash` mask strategy (derive it from a gateway secret so
+    /// hashes are stable across restarts and nodes, and cannot be recomputed by callers).
+    pub fn with_mask_key(mut self, key: [u8; 32]) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.mask_key = key;
+        }
+        self
     }
 
     /// The shared analyzer: engines and recorders can ask it what a statement does (a cache hit
@@ -101,26 +126,12 @@ impl RulePolicy {
             .filter(|(_, r)| r.when.admits(identity, target))
             .map(|(i, _)| i)
             .collect();
-        let masked_tables = self
-            .masks_for(identity, target)
-            .into_iter()
-            .flat_map(|mask| {
-                mask.columns.iter().filter_map(|column| {
-                    let mut parts = column.rsplit('.');
-                    let column = parts.next()?;
-                    let table = parts.next()?;
-                    Some(MaskedColumn {
-                        mask: mask.name.clone(),
-                        table: table.to_owned(),
-                        column: column.to_owned(),
-                    })
-                })
-            })
-            .collect();
+        let masks = self.masks_for(identity, target);
+        let masking = (!masks.is_empty()).then(|| SessionMask::new(&masks, self.shared.mask_key));
         RuleSession {
             shared: Arc::clone(&self.shared),
             applicable,
-            masked_tables,
+            masking,
             prepared: HashMap::new(),
             lexing_changed: false,
         }
@@ -138,10 +149,8 @@ pub struct RuleSession {
     shared: Arc<Shared>,
     /// Indexes of the rules whose identity and target conditions this session meets.
     applicable: Vec<usize>,
-    /// Every masked column that applies to this session. Until the masking engine lands,
-    /// statements that reference one (by name, `*` or a whole-row reference) are refused
-    /// rather than run unmasked (fail closed).
-    masked_tables: Vec<MaskedColumn>,
+    /// The masks that apply to this session, if any.
+    masking: Option<SessionMask>,
     /// What each prepared-statement name may run (SQL `PREPARE` and protocol `Parse` share
     /// one namespace in PostgreSQL).
     prepared: HashMap<String, Arc<StatementAnalysis>>,
@@ -160,15 +169,74 @@ impl std::fmt::Debug for RuleSession {
     }
 }
 
-/// The strongest outcome so far while walking a text's statements.
-/// A column a mask covers, split from its `table.column` form.
-#[derive(Debug, Clone)]
-struct MaskedColumn {
-    mask: String,
-    table: String,
-    column: String,
+/// A session's masking state.
+struct SessionMask {
+    /// The masked columns, for the engine to resolve.
+    specs: Vec<MaskedColumnSpec>,
+    masker: Arc<dyn Masker>,
+    resolver: Resolver,
+    /// What each cursor declared in the session returns, for `FETCH`.
+    cursors: HashMap<String, Arc<Vec<Item>>>,
 }
 
+impl SessionMask {
+    fn new(masks: &[&MaskConfig], key: [u8; 32]) -> Self {
+        let specs: Vec<MaskedColumnSpec> = masks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, mask)| {
+                mask.column_patterns().into_iter().map(move |p| {
+                    let (schema, table) = match p.table {
+                        Some(t) => (t.schema, t.table),
+                        None => (None, "*".to_owned()),
+                    };
+                    MaskedColumnSpec {
+                        schema,
+                        table,
+                        column: p.column,
+                        mask: i as MaskId,
+                    }
+                })
+            })
+            .collect();
+        let resolver = Resolver::by_name(catalog_by_name(&specs));
+        SessionMask {
+            specs,
+            masker: Arc::new(ValueMasker::new(masks, key)),
+            resolver,
+            cursors: HashMap::new(),
+        }
+    }
+}
+
+/// What config alone says about masked columns (no OIDs, no other columns).
+fn catalog_by_name(specs: &[MaskedColumnSpec]) -> MaskCatalog {
+    let mut catalog = MaskCatalog::default();
+    for spec in specs.iter().filter(|s| s.table != "*" && s.column != "*") {
+        let column = CatalogColumn {
+            attnum: 0,
+            name: spec.column.clone(),
+            mask: ColumnMask::Direct(spec.mask),
+        };
+        match catalog
+            .relations
+            .iter_mut()
+            .find(|r| r.name == spec.table && Some(&r.schema) == spec.schema.as_ref())
+        {
+            Some(r) => r.columns.push(column),
+            None => catalog.relations.push(CatalogRelation {
+                oid: 0,
+                schema: spec.schema.clone().unwrap_or_default(),
+                name: spec.table.clone(),
+                kind: RelationKind::Table,
+                columns: vec![column],
+            }),
+        }
+    }
+    catalog
+}
+
+/// The strongest outcome so far while walking a text's statements.
 struct Outcome {
     rule: usize,
     action: Action,
@@ -199,6 +267,10 @@ impl RuleSession {
             if **old != statement {
                 let mut merged = (**old).clone();
                 merged.absorb(&statement);
+                if merged.lineage != statement.lineage {
+                    // Which of the two runs is unknown: its results are masked as opaque.
+                    merged.lineage = None;
+                }
                 *old = Arc::new(merged);
             }
         } else if self.prepared.len() < MAX_PREPARED_PER_SESSION {
@@ -208,41 +280,76 @@ impl RuleSession {
 }
 
 impl RuleSession {
-    /// The first masked column one of `statements` (or what they execute) references.
-    fn masked_table_in(&self, statements: &[StatementAnalysis]) -> Option<(String, String)> {
-        let uses = |stmt: &StatementAnalysis| -> Option<(String, String)> {
-            let reads_table = |table: &str| {
-                stmt.tables
-                    .iter()
-                    .any(|t| t.table.name.eq_ignore_ascii_case(table))
-            };
-            stmt.columns.iter().find_map(|used| {
-                self.masked_tables.iter().find_map(|m| {
-                    let same_table = match &used.table {
-                        Some(t) => t.name.eq_ignore_ascii_case(&m.table),
-                        None => reads_table(&m.table),
-                    };
-                    let same_column =
-                        used.column == "*" || used.column.eq_ignore_ascii_case(&m.column);
-                    (same_table && same_column)
-                        .then(|| (m.mask.clone(), format!("{}.{}", m.table, m.column)))
-                })
-            })
-        };
+    /// Why masking cannot cover `statements`, if it cannot: the statement is then refused
+    /// rather than run unmasked (fail closed).
+    fn masking_refusal(&self, statements: &[StatementAnalysis]) -> Option<(String, String)> {
+        let masking = self.masking.as_ref()?;
         statements.iter().find_map(|stmt| {
-            uses(stmt).or_else(|| {
-                stmt.executes
-                    .iter()
-                    .filter_map(|name| self.prepared.get(name))
-                    .find_map(|p| uses(p))
-            })
+            let reason = if let Some(f) = stmt
+                .findings
+                .iter()
+                .find(|f| f.class == StatementClass::Unknown)
+            {
+                Some(format!(
+                    "masks apply to this session and the gateway cannot follow where this \
+                     statement's data goes ({}), so it cannot mask its results",
+                    f.detail
+                ))
+            } else {
+                match &stmt.lineage {
+                    Some(lineage) => masking.resolver.refusal(lineage),
+                    None => Some("the statement could not be analysed for masking".to_owned()),
+                }
+            };
+            reason.map(|r| (self.mask_rule_name(), r))
         })
+    }
+
+    fn mask_rule_name(&self) -> String {
+        self.shared
+            .config
+            .masks
+            .first()
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| "masking".to_owned())
+    }
+
+    /// The plan for one statement of an allowed command.
+    fn statement_plan(
+        masking: &mut SessionMask,
+        prepared: &HashMap<String, Arc<StatementAnalysis>>,
+        stmt: &StatementAnalysis,
+    ) -> StatementPlan {
+        let opaque = || StatementPlan {
+            outputs: Outputs::Opaque,
+            touches_masked: true,
+            copy: None,
+        };
+        let Some(lineage) = &stmt.lineage else {
+            return opaque();
+        };
+        if let Some((name, items)) = &lineage.declares {
+            masking.cursors.insert(name.clone(), Arc::clone(items));
+        }
+        if let Some(name) = &lineage.fetches {
+            return match masking.cursors.get(name) {
+                Some(items) => masking.resolver.plan(lineage, Some(items)),
+                None => opaque(),
+            };
+        }
+        if let Some(name) = stmt.executes.first() {
+            return match prepared.get(name).and_then(|p| p.lineage.clone()) {
+                Some(inner) => masking.resolver.plan(&inner, inner.outputs.as_deref()),
+                None => opaque(),
+            };
+        }
+        masking.resolver.plan(lineage, lineage.outputs.as_deref())
     }
 }
 
 impl SessionPolicy for RuleSession {
     fn decide(&mut self, command: &Command<'_>) -> Decision {
-        if (self.applicable.is_empty() && self.masked_tables.is_empty())
+        if (self.applicable.is_empty() && self.masking.is_none())
             || command.source == CommandSource::Other
         {
             return Decision::Allow;
@@ -312,15 +419,9 @@ impl SessionPolicy for RuleSession {
             self.remember(name, statement);
         }
         if !matches!(&outcome, Some(o) if o.action == Action::Block)
-            && let Some((mask, table)) = self.masked_table_in(&standard.statements)
+            && let Some((rule, reason)) = self.masking_refusal(&standard.statements)
         {
-            return Decision::Block {
-                rule: mask,
-                reason: format!(
-                    "the statement reads the masked column {table}, and masking is not available \
-                     in this build; it was refused rather than run unmasked"
-                ),
-            };
+            return Decision::Block { rule, reason };
         }
         match outcome {
             None => Decision::Allow,
@@ -336,5 +437,33 @@ impl SessionPolicy for RuleSession {
                 }
             }
         }
+    }
+
+    fn masking(&self) -> Option<SessionMasking> {
+        self.masking.as_ref().map(|m| SessionMasking {
+            columns: m.specs.clone(),
+            masker: Arc::clone(&m.masker),
+        })
+    }
+
+    fn set_mask_catalog(&mut self, catalog: Arc<MaskCatalog>) {
+        if let Some(m) = &mut self.masking {
+            m.resolver = Resolver::new(catalog);
+        }
+    }
+
+    fn result_plan(&mut self, command: &Command<'_>) -> Option<Arc<ResultPlan>> {
+        let masking = self.masking.as_mut()?;
+        if command.source == CommandSource::Other {
+            return None;
+        }
+        let analysis = self.shared.analyzer.analyze(command.text);
+        let statements = analysis
+            .statements
+            .iter()
+            .map(|stmt| Self::statement_plan(masking, &self.prepared, stmt))
+            .collect();
+        let plan = ResultPlan { statements };
+        (!plan.is_clean()).then(|| Arc::new(plan))
     }
 }

@@ -929,8 +929,9 @@ fn ordinary_reads_are_never_refused() {
 }
 
 #[test]
-fn masked_columns_are_refused_until_masking_lands() {
+fn masked_reads_run_with_a_result_plan_and_masked_stores_are_refused() {
     let mut s = agent_on_shop();
+    assert!(s.masking().is_some(), "the agent mask applies");
     for sql in [
         "SELECT email FROM customers",
         "SELECT * FROM customers",
@@ -938,16 +939,14 @@ fn masked_columns_are_refused_until_masking_lands() {
         "SELECT upper(c.email) AS e FROM customers c JOIN orders o ON o.customer_id = c.id",
         "SELECT row_to_json(c) FROM customers c",
     ] {
-        match query(s.as_mut(), sql) {
-            Decision::Block { rule, reason } => {
-                assert_eq!(rule, "customer-pii", "{sql}");
-                assert!(
-                    reason.contains("masking is not available"),
-                    "{sql}: {reason}"
-                );
-            }
-            other => panic!("{sql}: expected a refusal, got {other:?}"),
-        }
+        assert_eq!(query(s.as_mut(), sql), Decision::Allow, "{sql}");
+        let command = Command {
+            source: CommandSource::SimpleQuery,
+            text: sql,
+            statement: None,
+        };
+        let plan = s.result_plan(&command).expect("a plan that masks");
+        assert!(plan.statements[0].touches_masked, "{sql}");
     }
     for sql in [
         "SELECT id, name FROM customers ORDER BY id",
@@ -955,13 +954,26 @@ fn masked_columns_are_refused_until_masking_lands() {
         "SELECT count(*) FROM orders",
     ] {
         assert_eq!(query(s.as_mut(), sql), Decision::Allow, "{sql}");
+        let command = Command {
+            source: CommandSource::SimpleQuery,
+            text: sql,
+            statement: None,
+        };
+        assert!(s.result_plan(&command).is_none(), "{sql}");
+    }
+    match query(
+        s.as_mut(),
+        "SELECT set_config('my.x', email, false) FROM customers",
+    ) {
+        Decision::Block { rule, reason } => {
+            assert_eq!(rule, "customer-pii");
+            assert!(reason.contains("customers.email"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
     }
     // Humans are not covered by the agent mask.
-    let mut human = policy().open_session(&identity(IdentityKind::Human), &target("shop"));
-    assert_eq!(
-        query(human.as_mut(), "SELECT email FROM customers"),
-        Decision::Allow
-    );
+    let human = policy().open_session(&identity(IdentityKind::Human), &target("shop"));
+    assert!(human.masking().is_none());
 }
 
 fn psql_catalog_queries() -> Vec<String> {
