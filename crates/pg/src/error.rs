@@ -82,6 +82,12 @@ pub enum Refusal {
         "the session recording cannot be written ({0}); the gateway stopped forwarding this session"
     )]
     Recording(String),
+    /// Masks apply to the session but could not be set up on the target: nothing is
+    /// forwarded unmasked.
+    #[error(
+        "masking could not be set up for this session ({0}); the session was refused rather than run unmasked"
+    )]
+    Masking(String),
 }
 
 impl From<FrameError> for Refusal {
@@ -103,7 +109,7 @@ impl Refusal {
             Refusal::Unsupported(_) => FEATURE_NOT_SUPPORTED,
             Refusal::TooManyConnections => TOO_MANY_CONNECTIONS,
             Refusal::Shutdown => ADMIN_SHUTDOWN,
-            Refusal::Recording(_) => IO_ERROR,
+            Refusal::Recording(_) | Refusal::Masking(_) => IO_ERROR,
         }
     }
 

@@ -13,9 +13,11 @@
 
 pub mod cancel;
 pub mod capture;
+pub mod catalog;
 pub mod engine;
 pub mod error;
 pub mod frame;
+pub mod mask;
 pub mod relay;
 pub mod session;
 pub mod startup;

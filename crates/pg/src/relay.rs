@@ -16,6 +16,7 @@
 use crate::capture::{self, ResultCapture};
 use crate::error::sqlstate;
 use crate::frame::{self, ErrorFields, FrameError, Reader};
+use crate::mask::ResultMasking;
 use bytes::{BufMut, BytesMut};
 use postern_core::event::Intent;
 use postern_core::event::{DecisionKind, DecisionRecord, EventBody};
@@ -86,6 +87,8 @@ pub struct RelayContext<'a> {
     /// the marker sent in place of the statement, and the reason to report.
     refusals: Mutex<VecDeque<(String, String)>>,
     next_refusal: AtomicU64,
+    /// Result masking, when masks apply to the session.
+    masking: Option<ResultMasking>,
 }
 
 impl<'a> RelayContext<'a> {
@@ -112,7 +115,14 @@ impl<'a> RelayContext<'a> {
             marker: format!("postern_refused_{:016x}", rand::random::<u64>()),
             refusals: Mutex::new(VecDeque::new()),
             next_refusal: AtomicU64::new(0),
+            masking: None,
         }
+    }
+
+    /// Masks results with `masking` (set before the relay starts).
+    pub fn with_masking(mut self, masking: Option<ResultMasking>) -> Self {
+        self.masking = masking;
+        self
     }
 
     /// Appends `events` to the recording and, with `commit`, makes them durable.
@@ -204,7 +214,21 @@ where
                     terminate = true;
                     Verdict::Forward
                 }
-                _ => Verdict::Forward,
+                _ => {
+                    if let Some(masking) = &ctx.masking {
+                        let frame_bytes = &buf[pos..pos + total];
+                        let noted = if tag == b'F' {
+                            masking.on_function_call();
+                            Ok(())
+                        } else {
+                            masking.on_client_frame(frame_bytes)
+                        };
+                        if let Err(e) = noted {
+                            return RelayEnd::ClientProtocol(e);
+                        }
+                    }
+                    Verdict::Forward
+                }
             };
             let verdict = match verdict {
                 Verdict::Hold(held) => {
@@ -332,6 +356,16 @@ fn inspect(
         statement,
     };
     let decision = policy.decide(&command);
+    if let Some(masking) = &ctx.masking {
+        let plan = match decision {
+            Decision::Block { .. } => None,
+            _ => policy.result_plan(&command),
+        };
+        match statement {
+            Some(name) => masking.on_parse(name, plan),
+            None => masking.on_query(plan),
+        }
+    }
     let verdict = match &decision {
         Decision::Allow => return Ok((decision, Verdict::Forward)),
         Decision::Block { rule, reason } => {
@@ -479,6 +513,10 @@ where
     let mut events = Vec::new();
     loop {
         let mut pos = 0;
+        // Frames rewritten in this run (refusals, masked results) and the run around them;
+        // `None` while every frame is forwarded as it came (no copy).
+        let mut rewritten: Option<BytesMut> = None;
+        let mut copied_to = 0;
         loop {
             let (tag, total) = match frame::peek_header(&buf[pos..], ctx.max_server_frame) {
                 Ok(Some(h)) => h,
@@ -488,27 +526,31 @@ where
             if buf.len() - pos < total {
                 break;
             }
+            let frame_bytes = &buf[pos..pos + total];
+            let mut replacement = match &ctx.masking {
+                Some(masking) => match masking.on_server_frame(frame_bytes) {
+                    Ok(r) => r,
+                    Err(e) => return RelayEnd::ServerProtocol(e),
+                },
+                None => None,
+            };
             if tag == b'E'
-                && let Some(ours) = refused_error(ctx, &buf[pos..pos + total])
+                && let Some(ours) = refused_error(ctx, frame_bytes)
             {
-                if recording {
-                    let _ = capture.on_frame(&ours, |e| events.push(e));
-                    if let Err(e) = ctx.record(&mut events, false) {
-                        return RelayEnd::Recording(e);
-                    }
-                }
-                match splice(client, &mut buf, pos, total, &ours).await {
-                    Ok(written) => *traffic += written as u64,
-                    Err(e) => return RelayEnd::Io("client write", e),
-                }
-                pos = 0;
-                continue;
+                replacement = Some(ours);
             }
-            if recording && (ctx.record_results || !is_result_data(tag)) {
-                let frame_bytes = &buf[pos..pos + total];
-                if let Err(e) = capture.on_frame(frame_bytes, |e| events.push(e)) {
-                    return RelayEnd::ServerProtocol(e);
-                }
+            let sent: &[u8] = replacement.as_deref().unwrap_or(frame_bytes);
+            if recording
+                && (ctx.record_results || !is_result_data(tag))
+                && let Err(e) = capture.on_frame(sent, |e| events.push(e))
+            {
+                return RelayEnd::ServerProtocol(e);
+            }
+            if let Some(r) = replacement {
+                let out = rewritten.get_or_insert_with(|| BytesMut::with_capacity(buf.len() + 64));
+                out.extend_from_slice(&buf[copied_to..pos]);
+                out.extend_from_slice(&r);
+                copied_to = pos + total;
             }
             pos += total;
         }
@@ -520,8 +562,15 @@ where
         }
         if pos > 0 {
             let run = buf.split_to(pos);
-            *traffic += run.len() as u64;
-            if let Err(e) = write_all(client, &run).await {
+            let out = match rewritten {
+                Some(mut out) => {
+                    out.extend_from_slice(&run[copied_to..]);
+                    out
+                }
+                None => run,
+            };
+            *traffic += out.len() as u64;
+            if let Err(e) = write_all(client, &out).await {
                 return RelayEnd::Io("client write", e);
             }
         }

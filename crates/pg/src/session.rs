@@ -1,9 +1,11 @@
 //! One caller's session: startup, authentication, target selection, the upstream connection,
 //! the relay, and the audit trail around them.
 
+use crate::catalog;
 use crate::engine::PgEngine;
 use crate::error::Refusal;
 use crate::frame;
+use crate::mask::ResultMasking;
 use crate::relay::{self, RelayContext, RelayEnd, Traffic};
 use crate::startup::{self, ClientStartup, Opening};
 use crate::stream::MaybeTls;
@@ -258,6 +260,33 @@ impl Session<'_> {
                 return;
             }
         };
+        let mut policy = engine.policy.open_session(&identity, &target.target);
+        let mut upstream = upstream;
+        let masking = match policy.masking() {
+            None => None,
+            Some(masking) => match catalog::resolve(
+                &mut upstream.stream,
+                &mut upstream.leftover,
+                &masking.columns,
+                engine.limits.max_server_frame,
+            )
+            .await
+            {
+                Ok(resolved) => {
+                    let resolved = Arc::new(resolved);
+                    policy.set_mask_catalog(Arc::clone(&resolved));
+                    Some(ResultMasking::new(masking.masker, resolved))
+                }
+                Err(e) => {
+                    tracing::error!(session = %self.id, error = %e, "masking could not be set up");
+                    send_refusal(&mut client, &Refusal::Masking(e.to_string())).await;
+                    if let Some(recording) = recording {
+                        let _ = recording.seal(SessionEnd::new(format!("refused: {e}")));
+                    }
+                    return;
+                }
+            },
+        };
         let cancel_key = engine
             .cancels
             .register(target.clone(), upstream.backend_key);
@@ -280,11 +309,11 @@ impl Session<'_> {
             engine.limits.max_client_frame,
             engine.limits.max_server_frame,
             recording,
-        );
+        )
+        .with_masking(masking);
         let end = if let Err(e) = client.write_all(&hello).await.and(client.flush().await) {
             RelayEnd::Io("client write", e)
         } else {
-            let mut policy = engine.policy.open_session(&identity, &target.target);
             let (mut client_rx, mut client_tx) = tokio::io::split(&mut client);
             let (mut server_rx, mut server_tx) = tokio::io::split(upstream.stream);
             let end = tokio::select! {

@@ -16,11 +16,12 @@ CREATE TABLE customers (
     id          bigint PRIMARY KEY,
     name        text NOT NULL,
     email       text NOT NULL UNIQUE,
+    ssn         text,
     phone       text,
-    card_number text,
+    card        text,
     created_at  timestamptz NOT NULL
 );
-COMMENT ON TABLE customers IS 'People who buy things; email, phone and card_number are personal data.';
+COMMENT ON TABLE customers IS 'People who buy things; email, ssn, phone and card are personal data.';
 
 CREATE TABLE products (
     id      integer PRIMARY KEY,
@@ -50,6 +51,7 @@ SELECT i,
        CASE i WHEN 1 THEN 'Zoë Ångström' WHEN 2 THEN '山田 太郎' WHEN 3 THEN 'Ηλέκτρα Παπαδοπούλου'
               ELSE 'Customer ' || i END,
        'customer' || i || '@example.com',
+       '123-45-' || lpad((6000 + i)::text, 4, '0'),
        '+1-555-' || lpad((100 + i)::text, 4, '0'),
        CASE WHEN i % 3 = 0 THEN NULL ELSE '4111 1111 1111 ' || lpad((1000 + i)::text, 4, '0') END,
        timestamptz '2024-01-01 09:00:00+00' + i * interval '1 day 37 minutes'

@@ -15,6 +15,7 @@ mod copy;
 mod demo;
 mod dump;
 mod lifecycle;
+mod masking;
 mod pgbench;
 mod policy;
 mod psql;

@@ -7,7 +7,7 @@ use crate::util::*;
 use tokio_postgres::error::SqlState;
 
 /// The example of issue 4 / docs/policy.md, as written.
-const EXAMPLE: &str = r#"
+pub(crate) const EXAMPLE: &str = r#"
 [[rules]]
 name = "agents-no-ddl"
 when = { kind = "agent", targets = ["shop"], statements = ["ddl", "privilege", "admin", "unknown"] }
