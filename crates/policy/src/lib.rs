@@ -22,6 +22,7 @@ pub mod class;
 pub mod config;
 pub mod error;
 pub mod functions;
+pub mod mask;
 pub mod policy;
 pub mod rules;
 mod verb;
@@ -39,5 +40,6 @@ pub use config::{
 };
 pub use error::ConfigError;
 pub use functions::FunctionCatalog;
+pub use mask::ValueMasker;
 pub use policy::{MAX_PREPARED_PER_SESSION, RulePolicy, RuleSession};
 pub use rules::ApprovalSpec;
