@@ -42,5 +42,6 @@ pub use config::{
 };
 pub use error::ConfigError;
 pub use functions::FunctionCatalog;
+pub use mask::ValueMasker;
 pub use policy::{MAX_PREPARED_PER_SESSION, RulePolicy, RuleSession};
 pub use rules::ApprovalSpec;
