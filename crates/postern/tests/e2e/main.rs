@@ -15,6 +15,7 @@ mod copy;
 mod demo;
 mod dump;
 mod lifecycle;
+mod mcp;
 mod pgbench;
 mod policy;
 mod psql;
