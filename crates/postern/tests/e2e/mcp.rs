@@ -295,3 +295,52 @@ fn an_agent_works_through_the_mcp_endpoint() {
         ],
     );
 }
+
+/// One JSON-RPC request to the endpoint, as any HTTP client would send it; the response's
+/// status and JSON body.
+async fn rpc(gw: &Gateway, token: &str, method: &str, params: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/mcp", gw.http_port))
+        .bearer_auth(token)
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2025-11-25")
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .send()
+        .await
+        .expect("POST /mcp");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+#[tokio::test]
+async fn tools_reach_a_listener_that_requires_tls() {
+    let fx = Fixture::with(|pg| GatewayConfig::shop(pg).require_tls(true));
+    let token = fx.gw.issue(&["--subject", "agent-7", "--kind", "agent"]);
+    let (status, body) = rpc(
+        &fx.gw,
+        &token,
+        "tools/call",
+        serde_json::json!({"name": "query", "arguments": {"target": SHOP, "sql": "SELECT 41 + 1 AS answer"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let result = &body["result"];
+    assert_eq!(result["isError"], false, "{body}");
+    assert_eq!(
+        result["structuredContent"]["results"][0]["rows"],
+        serde_json::json!([["42"]]),
+        "{body}"
+    );
+    // The tool's session came in over TLS, like any client of this listener must.
+    let (id, shown) = recording_of(
+        &fx.gw,
+        result["structuredContent"]["causal_id"].as_str().unwrap(),
+    );
+    assert!(shown.contains("client_tls: true"), "{id}:\n{shown}");
+    // Without a token: 401, challenge, nothing indexed beyond that one session.
+    let (status, body) = rpc(&fx.gw, "", "tools/list", serde_json::json!({})).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(sessions(&fx.gw).len(), 1);
+}
