@@ -37,15 +37,37 @@ impl std::fmt::Debug for Loopback {
     }
 }
 
-/// One connection of a tool call; the session ends when it is dropped.
+/// One connection of a tool call: one gateway session.
 pub struct Connection {
-    pub client: Client,
+    client: Option<Client>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// How long a closing connection may take to say goodbye before it is cut.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+impl Connection {
+    /// Ends the session: Terminate, then the socket closes (cut after a short grace, e.g.
+    /// when a result past the row cap is still streaming).
+    pub async fn close(mut self) {
+        drop(self.client.take());
+        if tokio::time::timeout(CLOSE_GRACE, &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
+
+    /// The session's client.
+    pub fn client(&self) -> &Client {
+        self.client.as_ref().expect("open until closed")
+    }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // Dropping the client sends Terminate; a result still streaming is cut here.
+        // Not closed (the tool call was cancelled): cut it.
         self.task.abort();
     }
 }
@@ -126,7 +148,10 @@ impl Loopback {
                 (client, tokio::spawn(drive(connection)))
             }
         };
-        Ok(Connection { client, task })
+        Ok(Connection {
+            client: Some(client),
+            task,
+        })
     }
 }
 

@@ -336,8 +336,8 @@ impl<'a> Call<'a> {
                 })),
             })?;
         let text = format!("{lineage}{sql}");
-        let outcome = gateway::run(&connection.client, &text, max_rows).await;
-        drop(connection);
+        let outcome = gateway::run(connection.client(), &text, max_rows).await;
+        connection.close().await;
         match outcome {
             Ok(outcome) => Ok(outcome),
             Err(error) => {
