@@ -5,7 +5,7 @@ use crate::McpState;
 use crate::gateway::{self, ConnectError, Outcome};
 use crate::refusal::Refusal;
 use postern_core::mask::MaskedColumnSpec;
-use postern_core::{ApprovalRow, ApprovalState, Identity, StatementLineage, Target};
+use postern_core::{ApprovalRow, ApprovalState, Identity, Policy, StatementLineage, Target};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, JsonObject,
     ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -410,7 +410,7 @@ impl<'a> Call<'a> {
         let outcome = self
             .run(&target.name, &sql, lineage, MAX_DESCRIBED_COLUMNS)
             .await?;
-        let masked = self.masked_columns(target);
+        let masked = masked_columns(self.state.policy.as_ref(), &self.identity, target);
         let mut tables: Vec<Value> = Vec::new();
         let mut last: Option<(String, String)> = None;
         for row in outcome.results.iter().flat_map(|r| &r.rows) {
@@ -444,16 +444,6 @@ impl<'a> Call<'a> {
             ));
         }
         Ok(CallToolResult::structured(value))
-    }
-
-    /// The columns masked for the caller on `target`, as the policy names them.
-    fn masked_columns(&self, target: &Target) -> Vec<MaskedColumnSpec> {
-        self.state
-            .policy
-            .open_session(&self.identity, target)
-            .masking()
-            .map(|m| m.columns)
-            .unwrap_or_default()
     }
 
     async fn query(&self, args: QueryArgs) -> Result<CallToolResult, CallToolResult> {
@@ -550,6 +540,20 @@ impl<'a> Call<'a> {
     }
 }
 
+/// The columns masked for `identity` on `target`, as the policy names them (none while the
+/// policy masks nothing for it).
+fn masked_columns(
+    policy: &dyn Policy,
+    identity: &Identity,
+    target: &Target,
+) -> Vec<MaskedColumnSpec> {
+    policy
+        .open_session(identity, target)
+        .masking()
+        .map(|m| m.columns)
+        .unwrap_or_default()
+}
+
 /// Whether `schema.table.column` is covered by one of `masked`.
 fn is_masked(masked: &[MaskedColumnSpec], schema: &str, table: &str, column: &str) -> bool {
     masked.iter().any(|m| {
@@ -629,6 +633,70 @@ mod tests {
         assert!(!is_masked(&masked, "public", "customers", "name"));
         assert!(is_masked(&masked, "hr", "salaries", "amount"));
         assert!(!is_masked(&masked, "public", "salaries", "amount"));
+    }
+
+    #[test]
+    fn masked_columns_come_from_the_callers_session_policy() {
+        use postern_core::mask::ColumnMask;
+        use postern_core::{
+            Command, Decision, IdentityKind, Masker, SessionMasking, SessionPolicy, TargetKind,
+        };
+
+        struct Redact;
+        impl Masker for Redact {
+            fn mask_value(&self, _: ColumnMask, _: &[u8], out: &mut Vec<u8>) {
+                out.extend_from_slice(b"****");
+            }
+            fn has_detectors(&self) -> bool {
+                false
+            }
+            fn scrub(&self, _: &[u8]) -> Option<Vec<u8>> {
+                None
+            }
+        }
+        /// Masks customers.email for agents only.
+        struct AgentsMasked;
+        struct Session(bool);
+        impl Policy for AgentsMasked {
+            fn open_session(&self, identity: &Identity, _: &Target) -> Box<dyn SessionPolicy> {
+                Box::new(Session(identity.kind == IdentityKind::Agent))
+            }
+        }
+        impl SessionPolicy for Session {
+            fn decide(&mut self, _: &Command<'_>) -> Decision {
+                Decision::Allow
+            }
+            fn masking(&self) -> Option<SessionMasking> {
+                self.0.then(|| SessionMasking {
+                    columns: vec![MaskedColumnSpec {
+                        schema: None,
+                        table: "customers".into(),
+                        column: "email".into(),
+                        mask: 0,
+                    }],
+                    masker: Arc::new(Redact),
+                })
+            }
+        }
+        let target = Target {
+            name: "shop".into(),
+            kind: TargetKind::Postgres,
+            access: Default::default(),
+        };
+        let who = |kind| Identity {
+            subject: "x".into(),
+            groups: vec![],
+            kind,
+            issuer: "postern".into(),
+            expires_at: i64::MAX,
+        };
+        let agent = masked_columns(&AgentsMasked, &who(IdentityKind::Agent), &target);
+        assert!(is_masked(&agent, "public", "customers", "email"));
+        let human = masked_columns(&AgentsMasked, &who(IdentityKind::Human), &target);
+        assert!(human.is_empty());
+        assert!(
+            masked_columns(&postern_core::AllowAll, &who(IdentityKind::Agent), &target).is_empty()
+        );
     }
 
     #[test]
