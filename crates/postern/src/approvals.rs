@@ -340,7 +340,13 @@ impl StoreApprovals {
         .await;
         if let Some(webhook) = &self.webhook {
             let webhook = webhook.clone();
-            let text = webhook_text(row, timeout);
+            let mut text = webhook_text(row, timeout);
+            if !held {
+                text.push_str(
+                    "\n_Not held: the requester re-submits the statement under this id once it \
+                     is approved, and it then runs once._",
+                );
+            }
             let id = row.id.clone();
             tokio::spawn(async move {
                 match webhook.post(&text).await {
