@@ -101,6 +101,10 @@ pub struct ApprovalRow {
     /// For a JIT approval: until when (Unix ms) later statements of the same subject, target and
     /// rule pass without a new request.
     pub window_until_ms: Option<i64>,
+    /// For an approval granted to a statement that was not held (the requester re-submits it
+    /// under the approval's id): Unix ms when the re-submission ran. It runs once.
+    #[serde(default)]
+    pub used_at_ms: Option<i64>,
 }
 
 impl ApprovalRow {
@@ -197,6 +201,7 @@ mod tests {
             decided_at_ms: None,
             reason: None,
             window_until_ms: None,
+            used_at_ms: None,
         };
         assert_eq!(row.effective_state(99), ApprovalState::Pending);
         assert_eq!(row.effective_state(100), ApprovalState::Expired);

@@ -155,6 +155,18 @@ pub trait Store: Send + Sync {
     /// now stands: a decision that won the race is returned unchanged, so the caller can honour
     /// it. Fails only for an unknown id or a store failure.
     async fn expire_approval(&self, id: &str, reason: &str) -> Result<ApprovalRow, StoreError>;
+    /// Atomically use approval `id` for one run of its statement: it must be approved, not used
+    /// yet, and requested by `subject` on `target` under `rule` for exactly `statement`. Stamps
+    /// `used_at_ms` and returns the row; otherwise the error says why (unknown id, not approved,
+    /// already used, another subject, target, rule or statement), and nothing changes.
+    async fn use_approval(
+        &self,
+        id: &str,
+        subject: &str,
+        target: &str,
+        rule: &str,
+        statement: &str,
+    ) -> Result<ApprovalRow, StoreError>;
     /// The approved approval of `subject` on `target` under `rule` whose JIT window is still
     /// open at `now_ms` (`window_until_ms > now_ms`), the longest-lasting first.
     async fn active_window(

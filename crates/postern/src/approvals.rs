@@ -139,13 +139,15 @@ impl StoreApprovals {
         }
     }
 
-    /// Stores the request, announces it and waits for its decision.
+    /// Stores the request, announces it and waits for its decision; a request that does not
+    /// wait is answered [`ApprovalOutcome::Pending`] once it is stored and announced.
     async fn hold(
         &self,
         request: ApprovalRequest,
         spec: ApprovalSpec,
         now: i64,
     ) -> Result<ApprovalOutcome, StoreError> {
+        let wait = request.wait;
         let timeout_ms = i64::try_from(spec.timeout.as_millis()).unwrap_or(i64::MAX / 2);
         let mut row = ApprovalRow {
             id: new_approval_id(),
@@ -164,6 +166,7 @@ impl StoreApprovals {
             decided_at_ms: None,
             reason: None,
             window_until_ms: None,
+            used_at_ms: None,
         };
         if let Err(first) = self.store.create_approval(&row).await {
             // An id collision is astronomically unlikely; a second try tells it apart from a
@@ -174,13 +177,21 @@ impl StoreApprovals {
                 .await
                 .map_err(|e| StoreError(format!("{} (and before that: {})", e.0, first.0)))?;
         }
+        if !wait {
+            // Nothing is held: the requester comes back with the id once it is decided, so the
+            // request outlives the session that made it.
+            self.announce(&row, &request.requester, spec.timeout, false)
+                .await;
+            return Ok(ApprovalOutcome::Pending { id: row.id });
+        }
         // From here on, a dropped future (the session ended) must not leave the request
         // pending for an approver to decide in vain.
         let mut guard = PendingGuard {
             store: self.store.clone(),
             id: Some(row.id.clone()),
         };
-        self.announce(&row, &request.requester, spec.timeout).await;
+        self.announce(&row, &request.requester, spec.timeout, true)
+            .await;
 
         let deadline = tokio::time::Instant::now() + spec.timeout;
         loop {
@@ -230,9 +241,74 @@ impl StoreApprovals {
         Ok(outcome(&last))
     }
 
-    /// Says that `row` is waiting: a log line, an audit event, and the webhook (in the
-    /// background: a slow or failing webhook never delays or fails the hold).
-    async fn announce(&self, row: &ApprovalRow, requester: &Identity, timeout: Duration) {
+    /// Re-submission of a statement under approval `id` (by a requester that did not wait):
+    /// runs it once if `id` approved exactly this statement of this requester, target and rule;
+    /// otherwise says where the approval stands.
+    async fn resubmit(&self, request: &ApprovalRequest, id: &str) -> ApprovalOutcome {
+        let row = match self.store.get_approval(id).await {
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                return ApprovalOutcome::Unavailable(format!(
+                    "there is no approval {id}; call again without an approval id to request one"
+                ));
+            }
+            Err(e) => return ApprovalOutcome::Unavailable(e.to_string()),
+        };
+        let subject = &request.requester.subject;
+        // Someone else's approval is never acted on (nor described beyond the mismatch).
+        let mismatch = if &row.subject != subject {
+            Some(format!("approval {id} was not requested by {subject}"))
+        } else if row.target != request.target || row.rule != request.rule {
+            Some(format!(
+                "approval {id} is for target {} under rule {}, not target {} under rule {}",
+                row.target, row.rule, request.target, request.rule
+            ))
+        } else if row.statement.trim() != request.statement.trim() {
+            Some(format!(
+                "approval {id} was granted for another statement ({}); re-submit exactly that \
+                 statement, or call again without an approval id to request a new approval",
+                shorten(&row.statement, LOG_STATEMENT_CHARS)
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = mismatch {
+            return ApprovalOutcome::Unavailable(why);
+        }
+        match row.state {
+            ApprovalState::Pending => ApprovalOutcome::Pending { id: row.id },
+            ApprovalState::Denied | ApprovalState::Expired => outcome(&row),
+            ApprovalState::Approved => {
+                match self
+                    .store
+                    .use_approval(id, subject, &row.target, &row.rule, &row.statement)
+                    .await
+                {
+                    Ok(used) => {
+                        tracing::info!(target: "postern::approvals", approval = %id, subject = %subject, target_name = %row.target, rule = %row.rule, session = %request.session_id, "approved statement re-submitted: it runs now, once");
+                        outcome(&used)
+                    }
+                    Err(e) => ApprovalOutcome::Unavailable(e.0),
+                }
+            }
+        }
+    }
+
+    /// Says that `row` is waiting (`held`: in its session; otherwise for its requester to
+    /// re-submit it): a log line, an audit event, and the webhook (in the background: a slow or
+    /// failing webhook never delays or fails the hold).
+    async fn announce(
+        &self,
+        row: &ApprovalRow,
+        requester: &Identity,
+        timeout: Duration,
+        held: bool,
+    ) {
+        let how = if held {
+            "held"
+        } else {
+            "not held (the requester re-submits it once approved)"
+        };
         tracing::info!(
             target: "postern::approvals",
             approval = %row.id,
@@ -244,7 +320,8 @@ impl StoreApprovals {
             approvers = ?row.approvers,
             timeout = %humantime::format_duration(timeout),
             statement = %shorten(&row.statement, LOG_STATEMENT_CHARS),
-            "statement held for approval: decide with `postern approvals approve {0}` or `postern approvals deny {0}`",
+            how,
+            "statement needs approval: decide with `postern approvals approve {0}` or `postern approvals deny {0}`",
             row.id
         );
         self.audit(AuditEvent {
@@ -252,7 +329,7 @@ impl StoreApprovals {
             identity_kind: Some(requester.kind.as_str().to_owned()),
             groups: requester.groups.clone(),
             detail: Some(format!(
-                "{} held by rule {} until a member of {} decides: {}",
+                "{} {how} by rule {} until a member of {} decides: {}",
                 row.id,
                 row.rule,
                 row.approvers.join(", "),
@@ -263,7 +340,13 @@ impl StoreApprovals {
         .await;
         if let Some(webhook) = &self.webhook {
             let webhook = webhook.clone();
-            let text = webhook_text(row, timeout);
+            let mut text = webhook_text(row, timeout);
+            if !held {
+                text.push_str(
+                    "\n_Not held: the requester re-submits the statement under this id once it \
+                     is approved, and it then runs once._",
+                );
+            }
             let id = row.id.clone();
             tokio::spawn(async move {
                 match webhook.post(&text).await {
@@ -327,6 +410,9 @@ impl Approvals for StoreApprovals {
             }
             Ok(None) => {}
             Err(e) => return ApprovalOutcome::Unavailable(e.to_string()),
+        }
+        if let Some(id) = request.resubmission.clone() {
+            return self.resubmit(&request, &id).await;
         }
         match self.hold(request, spec, now).await {
             Ok(outcome) => outcome,
@@ -1017,6 +1103,133 @@ mod tests {
             held.await.unwrap(),
             ApprovalOutcome::Approved { .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn a_request_that_does_not_wait_is_pending_then_runs_once_when_resubmitted() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let seam = approvals(&store, Duration::from_secs(60), None);
+        let statement = "UPDATE t SET x = 1 WHERE id = 1";
+        let asked = ApprovalRequest {
+            wait: false,
+            ..request(statement)
+        };
+        let ApprovalOutcome::Pending { id } = seam.request(asked.clone()).await else {
+            panic!("a non-waiting request answers at once");
+        };
+        let row = store.get_approval(&id).await.unwrap().unwrap();
+        assert_eq!(row.state, ApprovalState::Pending);
+        assert_eq!(row.statement, statement);
+        // Announced like a held one.
+        let audit = store.list_audit(&AuditQuery::default()).await.unwrap();
+        assert_eq!(audit[0].kind, AuditKind::ApprovalRequested);
+        assert!(audit[0].detail.as_deref().unwrap().contains("not held"));
+        // The session that asked is gone; nothing expires the request.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(
+            store.get_approval(&id).await.unwrap().unwrap().state,
+            ApprovalState::Pending
+        );
+
+        let again = ApprovalRequest {
+            resubmission: Some(id.clone()),
+            statement: format!("  {statement}\n"),
+            ..asked.clone()
+        };
+        // Still pending: pending again, no new request.
+        assert_eq!(
+            seam.request(again.clone()).await,
+            ApprovalOutcome::Pending { id: id.clone() }
+        );
+        decide(&store, &dba(), &id, Verdict::Approve { window: None })
+            .await
+            .unwrap();
+        // Someone else re-submitting it, or another statement under it: refused.
+        let thief = ApprovalRequest {
+            requester: identity("agent-8", &["agents"], IdentityKind::Agent),
+            ..again.clone()
+        };
+        assert!(matches!(
+            seam.request(thief).await,
+            ApprovalOutcome::Unavailable(why) if why.contains("not requested by agent-8")
+        ));
+        let other = ApprovalRequest {
+            statement: "DELETE FROM t".into(),
+            ..again.clone()
+        };
+        assert!(matches!(
+            seam.request(other).await,
+            ApprovalOutcome::Unavailable(why) if why.contains("another statement")
+        ));
+        // The requester: runs once.
+        assert_eq!(
+            seam.request(again.clone()).await,
+            ApprovalOutcome::Approved {
+                id: id.clone(),
+                by: "dana".into(),
+                window: false
+            }
+        );
+        assert!(
+            store
+                .get_approval(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .used_at_ms
+                .is_some()
+        );
+        assert!(matches!(
+            seam.request(again).await,
+            ApprovalOutcome::Unavailable(why) if why.contains("already used")
+        ));
+        let unknown = ApprovalRequest {
+            resubmission: Some("APR-NONE".into()),
+            ..asked
+        };
+        assert!(matches!(
+            seam.request(unknown).await,
+            ApprovalOutcome::Unavailable(why) if why.contains("no approval APR-NONE")
+        ));
+    }
+
+    #[tokio::test]
+    async fn resubmitting_a_denied_or_expired_approval_says_so() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let seam = approvals(&store, Duration::from_millis(200), None);
+        let asked = ApprovalRequest {
+            wait: false,
+            ..request("DELETE FROM t WHERE id = 1")
+        };
+        let ApprovalOutcome::Pending { id: denied } = seam.request(asked.clone()).await else {
+            panic!("pending expected");
+        };
+        let ApprovalOutcome::Pending { id: expired } = seam.request(asked.clone()).await else {
+            panic!("pending expected");
+        };
+        decide(
+            &store,
+            &dba(),
+            &denied,
+            Verdict::Deny {
+                reason: Some("no".into()),
+            },
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let resubmit = |id: &str| ApprovalRequest {
+            resubmission: Some(id.to_owned()),
+            ..asked.clone()
+        };
+        assert!(matches!(
+            seam.request(resubmit(&denied)).await,
+            ApprovalOutcome::Denied { reason, .. } if reason == "no"
+        ));
+        assert_eq!(
+            seam.request(resubmit(&expired)).await,
+            ApprovalOutcome::Expired { id: expired }
+        );
     }
 
     #[test]

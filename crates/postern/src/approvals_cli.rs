@@ -190,6 +190,7 @@ fn row_json(row: &ApprovalRow) -> serde_json::Value {
         "decided_at": row.decided_at_ms.map(rfc3339_ms),
         "reason": row.reason,
         "window_until": row.window_until_ms.map(rfc3339_ms),
+        "used_at": row.used_at_ms.map(rfc3339_ms),
     })
 }
 
@@ -256,6 +257,7 @@ fn decision_cell(row: &ApprovalRow, now: i64) -> String {
         ApprovalState::Approved => match row.window_until_ms {
             Some(until) if until > now => format!("by {by}, window {} left", seconds(until - now)),
             Some(_) => format!("by {by}, window ended"),
+            None if row.used_at_ms.is_some() => format!("by {by}, re-submitted and run"),
             None => format!("by {by}"),
         },
         ApprovalState::Denied => match &row.reason {

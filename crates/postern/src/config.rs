@@ -55,6 +55,32 @@ pub struct RawConfig {
     /// Approval announcements and polling.
     #[serde(default)]
     pub approvals: ApprovalsSection,
+    /// The MCP endpoint on the HTTP listener.
+    #[serde(default)]
+    pub mcp: McpSection,
+}
+
+/// `[mcp]`: the MCP endpoint (`/mcp` on the HTTP listener).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpSection {
+    /// Serve `/mcp` when the HTTP listener is on (default true).
+    pub enabled: bool,
+    /// Most rows one `query` tool call returns; the rest is cut with a note (default 1000).
+    pub max_rows: usize,
+    /// `Host` header values accepted (DNS-rebinding protection); empty (default): any, since
+    /// every request must carry a valid token.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for McpSection {
+    fn default() -> Self {
+        McpSection {
+            enabled: true,
+            max_rows: postern_mcp::DEFAULT_MAX_ROWS,
+            allowed_hosts: Vec::new(),
+        }
+    }
 }
 
 /// `[approvals]`: how held statements are announced and watched.
@@ -496,6 +522,12 @@ impl RawConfig {
                 humantime::format_duration(poll)
             )));
         }
+        if self.mcp.max_rows == 0 || self.mcp.max_rows > 1_000_000 {
+            return Err(ConfigError::Invalid(format!(
+                "[mcp] max_rows {} must be between 1 and 1000000",
+                self.mcp.max_rows
+            )));
+        }
         self.recording.validate_sink()?;
         for provider in &self.auth.oidc {
             provider.validate().map_err(|e| {
@@ -592,6 +624,28 @@ url = "postgres://postgres@127.0.0.1:5432/shop"
         ] {
             let err = RawConfig::parse(&format!("[approvals]\n{bad}\n"), Path::new("x"));
             assert!(err.is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_mcp_section_has_defaults_and_is_checked() {
+        let c = RawConfig::parse("", Path::new("x")).unwrap();
+        assert!(c.mcp.enabled);
+        assert_eq!(c.mcp.max_rows, 1000);
+        assert!(c.mcp.allowed_hosts.is_empty());
+        let c = RawConfig::parse(
+            "[mcp]\nenabled = false\nmax_rows = 50\nallowed_hosts = [\"gw.example.com\"]\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert!(!c.mcp.enabled);
+        assert_eq!(c.mcp.max_rows, 50);
+        assert_eq!(c.mcp.allowed_hosts, ["gw.example.com"]);
+        for bad in ["max_rows = 0", "max_rows = -1", "rows = 5"] {
+            assert!(
+                RawConfig::parse(&format!("[mcp]\n{bad}\n"), Path::new("x")).is_err(),
+                "{bad} was accepted"
+            );
         }
     }
 

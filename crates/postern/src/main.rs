@@ -9,6 +9,7 @@ mod config;
 mod demo;
 mod export;
 mod http;
+mod mcp;
 mod recording;
 mod replay;
 mod serve;
@@ -114,6 +115,12 @@ fn load_config(path: Option<&Path>) -> Result<RawConfig> {
 
 fn init_logging(format: LogFormat, level: &str) {
     use tracing_subscriber::EnvFilter;
+    // The MCP SDK logs every stateless request at info; it speaks up only when asked by name.
+    let level = if level.contains("rmcp") {
+        level.to_owned()
+    } else {
+        format!("{level},rmcp=warn")
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -60,6 +60,7 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
         policy_version,
     };
     close_interrupted_sessions(seams.store.as_ref()).await?;
+    let mcp = crate::mcp::Wiring::new(config, &key, &seams, &targets)?;
     let engine = Arc::new(PgEngine::new(
         targets,
         seams,
@@ -89,7 +90,8 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
 
     let shutdown = CancellationToken::new();
     let pg = tokio::spawn(engine.serve(pg_listener, shutdown.clone()));
-    let http = http_listener.map(|l| tokio::spawn(http::serve(l, http::app(), shutdown.clone())));
+    let app = http::app().merge(mcp.router(postgres_addr, &shutdown)?);
+    let http = http_listener.map(|l| tokio::spawn(http::serve(l, app, shutdown.clone())));
     let done = tokio::spawn(async move {
         let _ = pg.await;
         if let Some(http) = http {

@@ -7,7 +7,7 @@
 use crate::config::RawConfig;
 use anyhow::{Context, Result, bail};
 use postern_core::now_ms;
-use postern_core::{SessionFilter, SessionRow, Store};
+use postern_core::{SessionFilter, SessionRow, StatementLineage, Store};
 use postern_record::layout::{CHECKPOINTS_FILE, LOG_DIR};
 use postern_record::{Event, EventBody, Value, VerifyError, load_verifying_key, read_events};
 use postern_store::SqliteStore;
@@ -579,13 +579,13 @@ impl<'a, W: Write> Timeline<'a, W> {
                     }
                     _ => {}
                 }
+                // A lineage comment is shown as its intent event, not inside the SQL.
+                let sql = c.text.as_deref().map(|text| {
+                    StatementLineage::split(text).map_or(text, |(_, rest)| rest.trim_start())
+                });
                 let mut text = match c.kind.as_str() {
-                    "query" => c.text.clone().unwrap_or_default(),
-                    "parse" => format!(
-                        "statement {}: {}",
-                        name(&c.statement),
-                        c.text.as_deref().unwrap_or("")
-                    ),
+                    "query" => sql.unwrap_or("").to_owned(),
+                    "parse" => format!("statement {}: {}", name(&c.statement), sql.unwrap_or("")),
                     "bind" => format!(
                         "statement {} into portal {}",
                         name(&c.statement),
@@ -613,8 +613,8 @@ impl<'a, W: Write> Timeline<'a, W> {
                         if c.portal.is_some() {
                             parts.push(format!("portal {}", name(&c.portal)));
                         }
-                        if let Some(text) = &c.text {
-                            parts.push(text.clone());
+                        if let Some(text) = sql {
+                            parts.push(text.to_owned());
                         }
                         parts.join(" ")
                     }
@@ -742,7 +742,7 @@ impl<'a, W: Write> Timeline<'a, W> {
             }
             EventBody::Intent(i) => {
                 self.flush_results()?;
-                self.at(t, "intent", &format!("[{}] {}", i.causal_id, i.text))?;
+                self.at(t, "intent", &intent_text(&i.causal_id, &i.text))?;
             }
             EventBody::Gap(g) => {
                 self.flush_results()?;
@@ -777,9 +777,74 @@ impl<'a, W: Write> Timeline<'a, W> {
     }
 }
 
+/// An intent event for people: the tool call (tool, arguments, stated intent, prompt, trace
+/// context) when it is an MCP tool call's lineage, else the text as sent.
+fn intent_text(causal_id: &str, text: &str) -> String {
+    let Ok(serde_json::Value::Object(lineage)) = serde_json::from_str(text) else {
+        return format!("[{causal_id}] {text}");
+    };
+    let string = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut lines = vec![match lineage.get("tool") {
+        Some(tool) => format!("tool call {} (causal id {causal_id})", string(tool)),
+        None => format!("causal id {causal_id}"),
+    }];
+    if let Some(serde_json::Value::Object(arguments)) = lineage.get("arguments") {
+        let arguments: Vec<String> = arguments
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| format!("{k}={}", one_line(&string(v), 200)))
+            .collect();
+        if !arguments.is_empty() {
+            lines.push(format!("arguments: {}", arguments.join(", ")));
+        }
+    }
+    for (key, label) in [
+        ("intent", "intent"),
+        ("approval", "approval id"),
+        ("mcp_session", "mcp session"),
+    ] {
+        if let Some(value) = lineage.get(key) {
+            lines.push(format!("{label}: {}", one_line(&string(value), 2000)));
+        }
+    }
+    if let Some(serde_json::Value::Object(meta)) = lineage.get("meta") {
+        for (key, value) in meta {
+            lines.push(format!("{key}: {}", one_line(&string(value), 2000)));
+        }
+    }
+    let known = [
+        "causal_id",
+        "tool",
+        "arguments",
+        "intent",
+        "approval",
+        "mcp_session",
+        "meta",
+        "wait",
+    ];
+    for (key, value) in lineage.iter().filter(|(k, _)| !known.contains(&k.as_str())) {
+        lines.push(format!("{key}: {}", one_line(&string(value), 2000)));
+    }
+    lines.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intents_print_as_tool_calls() {
+        let text = r#"{"causal_id":"c-1","tool":"query","arguments":{"target":"shop","approval_id":null},"wait":false,"intent":"count\n orders","meta":{"prompt":"how many?"},"approval":"APR-1","agent":"x"}"#;
+        assert_eq!(
+            intent_text("c-1", text),
+            "tool call query (causal id c-1)\narguments: target=shop\nintent: count orders\n\
+             approval id: APR-1\nprompt: how many?\nagent: x"
+        );
+        assert_eq!(intent_text("c-2", "not json"), "[c-2] not json");
+    }
 
     #[test]
     fn since_takes_durations_and_times() {

@@ -37,7 +37,7 @@ macro_rules! approval_columns {
     () => {
         "id, state, session_id, subject, identity_kind, groups, target, rule, statement, \
          approvers, requested_at_ms, expires_at_ms, decided_by, decided_at_ms, reason, \
-         window_until_ms"
+         window_until_ms, used_at_ms"
     };
 }
 
@@ -235,8 +235,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO approvals (id, state, session_id, subject, identity_kind, groups, target, \
              rule, statement, approvers, requested_at_ms, expires_at_ms, decided_by, \
-             decided_at_ms, reason, window_until_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             decided_at_ms, reason, window_until_ms, used_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&row.id)
         .bind(row.state.as_str())
@@ -254,6 +254,7 @@ impl Store for SqliteStore {
         .bind(row.decided_at_ms)
         .bind(&row.reason)
         .bind(row.window_until_ms)
+        .bind(row.used_at_ms)
         .execute(&self.pool)
         .await
         .map_err(db("cannot store approval request"))?;
@@ -410,6 +411,66 @@ impl Store for SqliteStore {
             .ok_or_else(|| StoreError(format!("cannot expire approval: there is no approval {id}")))
     }
 
+    async fn use_approval(
+        &self,
+        id: &str,
+        subject: &str,
+        target: &str,
+        rule: &str,
+        statement: &str,
+    ) -> Result<ApprovalRow, StoreError> {
+        // One statement: of concurrent re-submissions (any node) exactly one finds the row
+        // unused and stamps it.
+        let used = sqlx::query(concat!(
+            "UPDATE approvals SET used_at_ms = ? \
+             WHERE id = ? AND state = 'approved' AND used_at_ms IS NULL AND subject = ? \
+             AND target = ? AND rule = ? AND statement = ? \
+             RETURNING ",
+            approval_columns!()
+        ))
+        .bind(now_ms())
+        .bind(id)
+        .bind(subject)
+        .bind(target)
+        .bind(rule)
+        .bind(statement)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("cannot use approval"))?;
+        if let Some(row) = used {
+            return approval_from_row(&row);
+        }
+        let why = match self.get_approval(id).await? {
+            None => format!("there is no approval {id}"),
+            Some(row) if row.subject != subject => format!(
+                "approval {id} was requested by {}, not by {subject}",
+                row.subject
+            ),
+            Some(row) if row.target != target => {
+                format!("approval {id} is for target {}, not {target}", row.target)
+            }
+            Some(row) if row.rule != rule => {
+                format!("approval {id} is under rule {}, not {rule}", row.rule)
+            }
+            Some(row) if row.statement != statement => format!(
+                "approval {id} was granted for another statement: {}",
+                row.statement
+            ),
+            Some(row) if row.state != ApprovalState::Approved => {
+                format!("approval {id} is {}, not approved", row.state)
+            }
+            Some(ApprovalRow {
+                used_at_ms: Some(at),
+                ..
+            }) => format!(
+                "approval {id} was already used ({} s ago): an approval runs its statement once",
+                (now_ms() - at).max(0) / 1000
+            ),
+            Some(_) => format!("approval {id} changed while it was being used; try again"),
+        };
+        Err(StoreError(why))
+    }
+
     async fn active_window(
         &self,
         subject: &str,
@@ -540,6 +601,7 @@ fn approval_from_row(row: &SqliteRow) -> Result<ApprovalRow, StoreError> {
         decided_at_ms: get(row, "decided_at_ms")?,
         reason: get(row, "reason")?,
         window_until_ms: get(row, "window_until_ms")?,
+        used_at_ms: get(row, "used_at_ms")?,
     })
 }
 

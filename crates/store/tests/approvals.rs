@@ -24,6 +24,7 @@ fn pending(subject: &str, target: &str, rule: &str, expires_in_ms: i64) -> Appro
         decided_at_ms: None,
         reason: None,
         window_until_ms: None,
+        used_at_ms: None,
     }
 }
 
@@ -412,4 +413,105 @@ async fn concurrent_deciders_on_one_file_have_one_winner() {
         store.get_approval(&row.id).await.unwrap().unwrap(),
         winners[0]
     );
+}
+
+#[tokio::test]
+async fn an_approval_is_used_once_and_only_as_granted() {
+    let row = pending("agent-7", "shop", "writes", 5 * MINUTE);
+    let statement = row.statement.clone();
+    let store = store_with(&[&row]).await;
+    let use_it = |subject: &'static str, target: &'static str, rule: &'static str| {
+        let store = store.clone();
+        let id = row.id.clone();
+        let statement = statement.clone();
+        async move {
+            store
+                .use_approval(&id, subject, target, rule, &statement)
+                .await
+        }
+    };
+    // Pending: not usable yet.
+    let err = use_it("agent-7", "shop", "writes").await.unwrap_err();
+    assert!(err.to_string().contains("is pending"), "{err}");
+    store
+        .decide_approval(&row.id, ApprovalState::Approved, "dana", None, None)
+        .await
+        .unwrap();
+    // Someone else's, another target, another rule, another statement: refused, unchanged.
+    for (subject, target, rule, says) in [
+        (
+            "agent-8",
+            "shop",
+            "writes",
+            "requested by agent-7, not by agent-8",
+        ),
+        ("agent-7", "crm", "writes", "for target shop, not crm"),
+        ("agent-7", "shop", "ddl", "under rule writes, not ddl"),
+    ] {
+        let err = use_it(subject, target, rule).await.unwrap_err();
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    let err = store
+        .use_approval(&row.id, "agent-7", "shop", "writes", "DELETE FROM orders")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("another statement"), "{err}");
+    assert_eq!(
+        store
+            .get_approval(&row.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .used_at_ms,
+        None
+    );
+    // The requester, as granted: used once, stamped.
+    let used = use_it("agent-7", "shop", "writes").await.unwrap();
+    assert!(used.used_at_ms.unwrap() >= row.requested_at_ms);
+    assert_eq!(store.get_approval(&row.id).await.unwrap(), Some(used));
+    let err = use_it("agent-7", "shop", "writes").await.unwrap_err();
+    assert!(err.to_string().contains("already used"), "{err}");
+    let err = store
+        .use_approval("APR-NOPE", "agent-7", "shop", "writes", &statement)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no approval APR-NOPE"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_uses_on_one_file_have_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("postern.db");
+    let row = pending("agent-7", "shop", "writes", 5 * MINUTE);
+    let first = SqliteStore::open(&path).await.unwrap();
+    first.create_approval(&row).await.unwrap();
+    first
+        .decide_approval(&row.id, ApprovalState::Approved, "dana", None, None)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let path = path.clone();
+        let row = row.clone();
+        tasks.push(tokio::spawn(async move {
+            let store = SqliteStore::open(&path).await.unwrap();
+            store
+                .use_approval(
+                    &row.id,
+                    &row.subject,
+                    &row.target,
+                    &row.rule,
+                    &row.statement,
+                )
+                .await
+        }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => winners += 1,
+            Err(e) => assert!(e.to_string().contains("already used"), "{e}"),
+        }
+    }
+    assert_eq!(winners, 1);
 }

@@ -101,6 +101,7 @@ impl Setup {
             decided_at_ms: None,
             reason: None,
             window_until_ms: None,
+            used_at_ms: None,
         };
         self.store(async |s| s.create_approval(&row).await.unwrap());
         row

@@ -16,6 +16,7 @@ mod demo;
 mod dump;
 mod lifecycle;
 mod masking;
+mod mcp;
 mod pgbench;
 mod policy;
 mod psql;

@@ -8,35 +8,13 @@ use std::time::Duration;
 
 use crate::util::*;
 
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// Whether psycopg 3 can be imported; outside CI a missing psycopg skips the test with a
-/// message, under CI (env `CI` set) it is a failure, because scripts/test installs it.
-fn psycopg_available() -> bool {
-    let ok = Command::new(python())
-        .args(["-c", "import psycopg"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "psycopg 3 cannot be imported by {} and CI is set: scripts/test must install it (pip install \"psycopg[binary]\")",
-            python()
-        );
-        eprintln!(
-            "SKIPPED psycopg_features_match_direct: `{} -c 'import psycopg'` failed; install it with pip install \"psycopg[binary]\"",
-            python()
-        );
-    }
-    ok
-}
-
 #[test]
 fn psycopg_features_match_direct() {
-    if !psycopg_available() {
+    if !python_has(
+        "psycopg",
+        "pip install \"psycopg[binary]\"",
+        "psycopg_features_match_direct",
+    ) {
         return;
     }
     let fx = Fixture::start();

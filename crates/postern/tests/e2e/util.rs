@@ -1094,6 +1094,38 @@ pub fn raw_login(port: u16, target: &str, user: &str, token: &str) -> TcpStream 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Python clients
+
+/// The Python interpreter the client scripts run under (`$PYTHON`, else python3).
+pub fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Whether `python -c "import {modules}"` works. Outside CI a missing module skips `test` with a
+/// message naming `install`; under CI (env `CI` set) it is a failure, because scripts/test
+/// installs it.
+pub fn python_has(modules: &str, install: &str, test: &str) -> bool {
+    let ok = Command::new(python())
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{modules} cannot be imported by {} and CI is set: scripts/test must install it \
+             ({install})",
+            python()
+        );
+        eprintln!(
+            "SKIPPED {test}: `{} -c 'import {modules}'` failed; {install}",
+            python()
+        );
+    }
+    ok
+}
+
+// ---------------------------------------------------------------------------------------------
 // Store
 
 /// Runs a query on the gateway's SQLite store with the sqlite3 CLI and returns the rows as JSON
