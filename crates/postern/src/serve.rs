@@ -49,7 +49,7 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
         ..Limits::default()
     };
     let node = config.recording.node.clone().unwrap_or_else(tls::hostname);
-    let (policy, policy_version) = build_policy(config)?;
+    let (policy, policy_version) = build_policy(config, mask_key(&key))?;
     let seams = Seams {
         authenticator: Arc::new(authenticator),
         policy,
@@ -158,13 +158,28 @@ async fn close_interrupted_sessions(store: &dyn Store) -> Result<()> {
 
 /// The decision point: allow-all when no rules or masks are configured, else the rule engine.
 /// The version stamped on recordings is a digest of the policy's configuration.
-fn build_policy(config: &RawConfig) -> Result<(Arc<dyn Policy>, Option<String>)> {
+/// The key of the `hash` mask strategy: secret (only the gateway's signing key can produce
+/// it) and stable across restarts and across nodes sharing the key. Ed25519 signatures are
+/// deterministic, so the signature of a fixed label serves as a derived key.
+fn mask_key(key: &GatewayKey) -> [u8; 32] {
+    let signature = key.sign(b"postern mask hash key v1");
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&signature[32..]);
+    out
+}
+
+fn build_policy(
+    config: &RawConfig,
+    mask_key: [u8; 32],
+) -> Result<(Arc<dyn Policy>, Option<String>)> {
     let policy = config.policy();
     if policy.rules.is_empty() && policy.masks.is_empty() {
         return Ok((Arc::new(AllowAll), None));
     }
     let version = format!("{:016x}", fnv1a(format!("{policy:?}").as_bytes()));
-    let rules = postern_policy::RulePolicy::new(policy).context("compiling the policy")?;
+    let rules = postern_policy::RulePolicy::new(policy)
+        .context("compiling the policy")?
+        .with_mask_key(mask_key);
     Ok((Arc::new(rules), Some(version)))
 }
 
