@@ -4,21 +4,10 @@
 //! through psql (simple protocol, text) and psycopg (extended protocol, binary and text) — the
 //! recording holds only masked values, and ordinary queries are neither refused nor changed.
 
-use crate::policy::EXAMPLE;
+use crate::policy::fixture;
 use crate::util::*;
 use std::path::PathBuf;
 use std::process::Command;
-
-const AGENT: &str = "agent-7";
-
-fn fixture() -> (Fixture, Conn) {
-    let fx = Fixture::with(|pg| GatewayConfig::shop(pg).raw(EXAMPLE));
-    let token = fx
-        .gw
-        .issue(&["--subject", AGENT, "--group", "agents", "--kind", "agent"]);
-    let agent = fx.gw.conn_with(SHOP, AGENT, &token, fx.pg.bin_dir());
-    (fx, agent)
-}
 
 /// Every raw value of the masked columns, in the forms an attacker might get them out in.
 fn secrets(fx: &Fixture) -> Vec<String> {

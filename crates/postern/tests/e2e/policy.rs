@@ -35,7 +35,8 @@ strategy = "redact"            # also "partial" (keep last 4) and "hash" (keyed,
 
 const AGENT: &str = "agent-7";
 
-fn fixture() -> (Fixture, Conn) {
+/// A gateway with the example policy, and an agent's connection through it.
+pub(crate) fn fixture() -> (Fixture, Conn) {
     let fx = Fixture::with(|pg| GatewayConfig::shop(pg).raw(EXAMPLE));
     let token = fx
         .gw
