@@ -280,9 +280,14 @@ impl Session<'_> {
                 Err(e) => {
                     tracing::error!(session = %self.id, error = %e, "masking could not be set up");
                     send_refusal(&mut client, &Refusal::Masking(e.to_string())).await;
+                    let reason = format!("refused: masking could not be set up: {e}");
                     if let Some(recording) = recording {
-                        let _ = recording.seal(SessionEnd::new(format!("refused: {e}")));
+                        let _ = recording.seal(SessionEnd::new(reason.clone()));
                     }
+                    let _ = engine
+                        .store
+                        .session_closed(&self.id, now_ms(), 0, 0, &reason)
+                        .await;
                     return;
                 }
             },
