@@ -46,6 +46,8 @@ pub enum RelayEnd {
     ServerProtocol(FrameError),
     /// The gateway is shutting down.
     Shutdown,
+    /// An administrator ended the session.
+    Terminated(crate::live::Termination),
     /// The recording could not be written; nothing more is forwarded (fail closed).
     Recording(RecordingError),
     /// A socket failed.

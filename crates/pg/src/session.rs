@@ -4,6 +4,7 @@
 use crate::engine::PgEngine;
 use crate::error::Refusal;
 use crate::frame;
+use crate::live::LiveSession;
 use crate::relay::{self, RelayContext, RelayEnd, Traffic};
 use crate::startup::{self, ClientStartup, Opening};
 use crate::stream::MaybeTls;
@@ -261,6 +262,12 @@ impl Session<'_> {
         let cancel_key = engine
             .cancels
             .register(target.clone(), upstream.backend_key);
+        let live = engine.live.register(LiveSession {
+            id: self.id.clone(),
+            subject: identity.subject.clone(),
+            target: name.clone(),
+            started_at_ms,
+        });
         let mut hello = BytesMut::with_capacity(512);
         frame::auth_request(&mut hello, 0);
         for parameter in &upstream.parameter_frames {
@@ -291,10 +298,12 @@ impl Session<'_> {
                 end = relay::client_to_server(&ctx, policy.as_mut(), &mut client_rx, &mut server_tx, startup.buf, &mut traffic.from_client) => end,
                 end = relay::server_to_client(&ctx, &mut server_rx, &mut client_tx, upstream.leftover, &mut traffic.to_client) => end,
                 _ = shutdown.cancelled() => RelayEnd::Shutdown,
+                by = live.terminated() => RelayEnd::Terminated(by),
             };
             let farewell = match &end {
                 RelayEnd::ClientProtocol(e) => Some(Refusal::from(e.clone())),
                 RelayEnd::Shutdown => Some(Refusal::Shutdown),
+                RelayEnd::Terminated(by) => Some(Refusal::Terminated(by.clone())),
                 RelayEnd::Recording(e) => Some(Refusal::Recording(e.to_string())),
                 _ => None,
             };
@@ -308,6 +317,7 @@ impl Session<'_> {
             end
         };
         drop(cancel_key);
+        drop(live);
 
         let reason = describe(&end);
         tracing::info!(session = %self.id, subject = %identity.subject, target = %name, reason, "session closed");
@@ -464,6 +474,7 @@ fn describe(end: &RelayEnd) -> String {
         RelayEnd::ClientClosed => "client closed the connection".into(),
         RelayEnd::ServerClosed => "server closed the connection".into(),
         RelayEnd::Shutdown => "gateway shutting down".into(),
+        RelayEnd::Terminated(by) => by.to_string(),
         RelayEnd::Recording(e) => format!("recording failed: {e}"),
         RelayEnd::ClientProtocol(e) => format!("client protocol violation: {e}"),
         RelayEnd::ServerProtocol(e) => format!("server protocol violation: {e}"),

@@ -97,7 +97,7 @@ fn parse_state_filter(s: &str) -> Result<StateFilter, String> {
     }
 }
 
-fn parse_window(s: &str) -> Result<Duration, String> {
+pub fn parse_window(s: &str) -> Result<Duration, String> {
     let window = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if window < Duration::from_secs(1) {
         return Err("a window lasts at least 1s".into());
@@ -171,8 +171,8 @@ async fn list(args: ListArgs, config: &RawConfig) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One approval as `approvals list --json` prints it.
-fn row_json(row: &ApprovalRow) -> serde_json::Value {
+/// One approval as `approvals list --json` prints it (and the REST API shows it).
+pub fn row_json(row: &ApprovalRow) -> serde_json::Value {
     json!({
         "id": row.id,
         "state": row.state,

@@ -55,6 +55,21 @@ pub struct RawConfig {
     /// Approval announcements and polling.
     #[serde(default)]
     pub approvals: ApprovalsSection,
+    /// Console and REST API roles, by group.
+    #[serde(default)]
+    pub roles: RolesSection,
+}
+
+/// `[roles]`: which groups hold the console's and REST API's roles. The approvers of each
+/// `approve` rule are a role of their own (they decide that rule's approvals and read the
+/// sessions they concern); everyone else sees only their own sessions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolesSection {
+    /// Members of these groups read everything and terminate live sessions.
+    pub admin: Vec<String>,
+    /// Members of these groups read every session and the audit log.
+    pub auditor: Vec<String>,
 }
 
 /// `[approvals]`: how held statements are announced and watched.

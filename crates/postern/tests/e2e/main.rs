@@ -7,6 +7,7 @@
 
 mod util;
 
+mod api;
 mod approval_flow;
 mod approvals_cli;
 mod audit;
