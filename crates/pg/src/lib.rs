@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod frame;
 pub mod live;
+pub mod metrics;
 pub mod relay;
 pub mod session;
 pub mod startup;

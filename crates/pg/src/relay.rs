@@ -88,6 +88,8 @@ pub struct RelayContext<'a> {
     /// the marker sent in place of the statement, and the reason to report.
     refusals: Mutex<VecDeque<(String, String)>>,
     next_refusal: AtomicU64,
+    /// Statement latency (the `postern_statement_duration_seconds` histogram).
+    latency: crate::metrics::Latency,
 }
 
 impl<'a> RelayContext<'a> {
@@ -114,6 +116,7 @@ impl<'a> RelayContext<'a> {
             marker: format!("postern_refused_{:016x}", rand::random::<u64>()),
             refusals: Mutex::new(VecDeque::new()),
             next_refusal: AtomicU64::new(0),
+            latency: Default::default(),
         }
     }
 
@@ -243,6 +246,7 @@ where
                 }
                 other => other,
             };
+            ctx.latency.sent(tag);
             let refusal = match verdict {
                 Verdict::Refuse(reason) => match replacement(ctx, &buf[pos..pos + total], reason) {
                     Ok(frame) => Some(frame),
@@ -334,6 +338,7 @@ fn inspect(
         statement,
     };
     let decision = policy.decide(&command);
+    metrics::counter!(crate::metrics::STATEMENTS, "decision" => decision.as_str()).increment(1);
     let verdict = match &decision {
         Decision::Allow => return Ok((decision, Verdict::Forward)),
         Decision::Block { rule, reason } => {
@@ -424,6 +429,7 @@ async fn hold(ctx: &RelayContext<'_>, held: Held, events: &mut Vec<EventBody>) -
         }
     };
     tracing::info!(subject = %ctx.identity.subject, target = %ctx.target.name, rule, outcome = ?record.decision, "held statement decided");
+    metrics::counter!(crate::metrics::STATEMENTS, "decision" => format!("{:?}", record.decision).to_lowercase()).increment(1);
     if ctx.recording.is_some() {
         events.push(EventBody::Decision(record));
     }
@@ -490,6 +496,7 @@ where
             if buf.len() - pos < total {
                 break;
             }
+            ctx.latency.received(tag, &ctx.target.name);
             if tag == b'E'
                 && let Some(ours) = refused_error(ctx, &buf[pos..pos + total])
             {

@@ -5,6 +5,7 @@ use crate::engine::PgEngine;
 use crate::error::Refusal;
 use crate::frame;
 use crate::live::LiveSession;
+use crate::metrics as m;
 use crate::relay::{self, RelayContext, RelayEnd, Traffic};
 use crate::startup::{self, ClientStartup, Opening};
 use crate::stream::MaybeTls;
@@ -163,11 +164,14 @@ impl Session<'_> {
             .filter(|(k, _)| !GATEWAY_PARAMS.contains(&k.as_str()) && !k.starts_with("_pq_."))
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        let connecting = Instant::now();
         let connected = tokio::time::timeout(
             engine.limits.connect_timeout,
             upstream::connect(&target, &params),
         )
         .await;
+        metrics::histogram!(m::UPSTREAM_CONNECT_SECONDS, "target" => target.target.name.clone())
+            .record(connecting.elapsed().as_secs_f64());
         let upstream = match connected {
             Ok(Ok(upstream)) => upstream,
             Ok(Err(e)) => {
@@ -224,6 +228,7 @@ impl Session<'_> {
         reason: String,
     ) -> Refusal {
         tracing::warn!(session = %self.id, target = %target.target.name, error = %reason, "upstream connection failed");
+        metrics::counter!(m::UPSTREAM_ERRORS, "target" => target.target.name.clone()).increment(1);
         let mut event =
             self.identity_event(AuditKind::UpstreamFailed, identity, &target.target.name);
         event.detail = Some(reason.clone());
@@ -262,6 +267,9 @@ impl Session<'_> {
         let cancel_key = engine
             .cancels
             .register(target.clone(), upstream.backend_key);
+        metrics::counter!(m::SESSIONS, "target" => name.clone()).increment(1);
+        let active = metrics::gauge!(m::SESSIONS_ACTIVE, "target" => name.clone());
+        active.increment(1.0);
         let live = engine.live.register(LiveSession {
             id: self.id.clone(),
             subject: identity.subject.clone(),
@@ -318,6 +326,14 @@ impl Session<'_> {
         };
         drop(cancel_key);
         drop(live);
+        active.decrement(1.0);
+        metrics::histogram!(m::SESSION_SECONDS).record(started.elapsed().as_secs_f64());
+        if matches!(
+            end,
+            RelayEnd::ServerProtocol(_) | RelayEnd::Io("server read" | "server write", _)
+        ) {
+            metrics::counter!(m::UPSTREAM_ERRORS, "target" => name.clone()).increment(1);
+        }
 
         let reason = describe(&end);
         tracing::info!(session = %self.id, subject = %identity.subject, target = %name, reason, "session closed");

@@ -58,6 +58,17 @@ pub struct RawConfig {
     /// Console and REST API roles, by group.
     #[serde(default)]
     pub roles: RolesSection,
+    /// Audit events as JSON lines.
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// `[audit]`: where audit events are also written as JSON lines, for log aggregation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// Append each audit event to this file as a JSON line; `-` writes to standard output.
+    pub file: Option<PathBuf>,
 }
 
 /// `[roles]`: which groups hold the console's and REST API's roles. The approvers of each

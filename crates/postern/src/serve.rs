@@ -33,11 +33,14 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
         config,
         GatewayTokenVerifier::new(&key.verifying_key()),
     )?);
-    let store: Arc<dyn Store> = Arc::new(
+    let mut store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&config.data_dir.join("postern.db"))
             .await
             .context("opening the metadata store")?,
     );
+    if let Some(path) = &config.audit.file {
+        store = Arc::new(crate::audit_log::AuditLines::new(store, path)?);
+    }
     let targets = config
         .targets
         .iter()

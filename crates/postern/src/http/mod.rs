@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod health;
+pub mod metrics;
 
 use crate::config::RawConfig;
 use anyhow::{Context, Result};
@@ -39,6 +40,8 @@ pub struct HttpState {
     pub live: Arc<LiveSessions>,
     /// Per-session decision counts of sealed recordings, so listings read each one once.
     pub decisions_cache: api::sessions::DecisionsCache,
+    /// Renders `/metrics` (`None`: not served).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl HttpState {
@@ -59,6 +62,20 @@ impl HttpState {
         } else {
             None
         };
+        let metrics = metrics::install();
+        // Series that exist from the start, so a dashboard sees zeros rather than gaps.
+        for target in &targets {
+            use postern_pg::metrics as m;
+            let label = || ("target", target.name.clone());
+            ::metrics::counter!(m::SESSIONS, &[label()]).increment(0);
+            ::metrics::gauge!(m::SESSIONS_ACTIVE, &[label()]).increment(0.0);
+            ::metrics::counter!(m::UPSTREAM_ERRORS, &[label()]).increment(0);
+        }
+        for decision in ["allow", "block", "approve"] {
+            ::metrics::counter!(postern_pg::metrics::STATEMENTS, "decision" => decision)
+                .increment(0);
+        }
+        ::metrics::counter!(crate::recording::RECORDING_BYTES).increment(0);
         let approver_groups = config
             .rules
             .iter()
@@ -76,6 +93,7 @@ impl HttpState {
             public_key,
             live,
             decisions_cache: Default::default(),
+            metrics: Some(metrics),
         })
     }
 }
@@ -84,6 +102,7 @@ impl HttpState {
 pub fn app(state: Arc<HttpState>) -> Router {
     Router::new()
         .merge(health::routes())
+        .merge(metrics::routes(state.clone()))
         .merge(api::routes(state))
 }
 

@@ -370,7 +370,12 @@ async fn every_documented_answer_is_given_as_documented() {
     let live_session = approval["session_id"].as_str().unwrap().to_owned();
     assert_eq!(approval["can_decide"], json!(true));
 
-    // Health and the document need no credential.
+    // Health, metrics and the document need no credential.
+    let metrics = c.call("GET", "/metrics", "/metrics", None, None, 200).await;
+    assert!(
+        metrics.as_str().unwrap().contains("postern_sessions_total"),
+        "{metrics}"
+    );
     for (template, id) in [("/healthz", "healthz"), ("/readyz", "readyz")] {
         let body = c.call("GET", template, template, None, None, 200).await;
         assert_eq!(body, json!("ok\n"), "{id}");

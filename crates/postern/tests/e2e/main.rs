@@ -16,6 +16,7 @@ mod copy;
 mod demo;
 mod dump;
 mod lifecycle;
+mod metrics;
 mod pgbench;
 mod policy;
 mod psql;
