@@ -28,6 +28,7 @@ mod recording;
 mod recording_cli;
 mod refusals;
 mod s3;
+mod terminate;
 mod tokio_pg;
 mod upstream_auth;
 mod upstream_tls;
