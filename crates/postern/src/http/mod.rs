@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod console;
 pub mod health;
 pub mod metrics;
 
@@ -102,6 +103,7 @@ impl HttpState {
 pub fn app(state: Arc<HttpState>) -> Router {
     Router::new()
         .merge(health::routes())
+        .merge(console::routes())
         .merge(metrics::routes(state.clone()))
         .merge(api::routes(state))
 }

@@ -11,6 +11,7 @@ mod api;
 mod approval_flow;
 mod approvals_cli;
 mod audit;
+mod browser;
 mod client_tls;
 mod copy;
 mod demo;

@@ -42,7 +42,7 @@ pub fn routes(state: Arc<HttpState>) -> Router {
         .route("/api/v1/approvals/{id}", get(approvals::show))
         .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/api/v1/approvals/{id}/deny", post(approvals::deny))
-        .fallback(not_found)
+        .route("/api/{*rest}", axum::routing::any(not_found))
         .with_state(state)
 }
 
