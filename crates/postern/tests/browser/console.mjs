@@ -176,7 +176,7 @@ try {
   await login(page, env.ADMIN_TOKEN);
   const live = psql('bob', env.PLAIN_TOKEN, [], { keepOpen: true });
   live.child.stdin.write("SELECT 'first tick' AS tick;\n");
-  const row = await page.waitForSelector('[data-testid=session-row][data-live=true]');
+  const row = await page.waitForSelector('[data-testid=session-row][data-subject=bob][data-live=true]');
   await shot(page, 'sessions');
   await row.$eval('a', (a) => a.click());
   await page.waitForSelector('[data-testid=live]');

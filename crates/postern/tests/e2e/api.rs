@@ -689,6 +689,37 @@ async fn every_documented_answer_is_given_as_documented() {
     assert!(db.message().contains(&second), "{}", db.message());
     c.post(t, &deny, &p.dba, None, 409).await;
 
+    // Approve for a window: the next matching statement passes without a new request.
+    let third_held = held(&agent, "UPDATE orders SET quantity = 72 WHERE id = 1000").await;
+    let third = c.http.pending(&p.dba).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let windowed = c
+        .post(
+            "/api/v1/approvals/{id}/approve",
+            &format!("/api/v1/approvals/{third}/approve"),
+            &p.dba,
+            Some(json!({ "window": "30m" })),
+            200,
+        )
+        .await;
+    assert!(windowed["window_until"].is_string(), "{windowed}");
+    tokio::time::timeout(Duration::from_secs(30), third_held)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the approved statement succeeds");
+    let (client, _m) = agent.client().await;
+    let n = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.execute("UPDATE orders SET quantity = 73 WHERE id = 1000", &[]),
+    )
+    .await
+    .expect("a statement inside the window is not held")
+    .unwrap();
+    assert_eq!(n, 1);
+
     // Terminate: admins only, live sessions only.
     let (victim, _messages) = bob.client().await;
     let bobs = c

@@ -253,7 +253,7 @@ function sessionsPage(main) {
   };
   async function load() {
     const list = await api(`/api/v1/sessions?${query()}`);
-    body.replaceChildren(...list.sessions.map((s) => h('tr', { 'data-testid': 'session-row', 'data-session-id': s.id, 'data-live': String(s.live) },
+    body.replaceChildren(...list.sessions.map((s) => h('tr', { 'data-testid': 'session-row', 'data-session-id': s.id, 'data-subject': s.subject, 'data-live': String(s.live) },
       h('td', { class: 'nowrap' }, h('a', { href: `#/sessions/${s.id}`, 'aria-label': `Session ${s.id} of ${s.subject}` }, fmtTime(s.started_at))),
       h('td', {}, s.subject, ' ', h('span', { class: 'muted' }, `(${s.kind})`)),
       h('td', {}, s.target),
