@@ -6,6 +6,7 @@ pub mod auth;
 pub mod console;
 pub mod health;
 pub mod metrics;
+pub mod oidc;
 
 use crate::config::RawConfig;
 use anyhow::{Context, Result};
@@ -43,6 +44,8 @@ pub struct HttpState {
     pub decisions_cache: api::sessions::DecisionsCache,
     /// Renders `/metrics` (`None`: not served).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The console's OIDC login, when `[console.oidc]` is set.
+    pub oidc: Option<oidc::OidcLogin>,
 }
 
 impl HttpState {
@@ -95,6 +98,12 @@ impl HttpState {
             live,
             decisions_cache: Default::default(),
             metrics: Some(metrics),
+            oidc: config
+                .console
+                .oidc
+                .as_ref()
+                .map(oidc::OidcLogin::new)
+                .transpose()?,
         })
     }
 }

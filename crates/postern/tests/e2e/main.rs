@@ -18,6 +18,7 @@ mod demo;
 mod dump;
 mod lifecycle;
 mod metrics;
+mod oidc;
 mod pgbench;
 mod policy;
 mod psql;

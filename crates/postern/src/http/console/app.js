@@ -207,8 +207,15 @@ function loginPage(main) {
     ' (or an OIDC token of a configured provider). It is kept in an HttpOnly cookie for this browser session.'),
   h('button', { type: 'submit' }, 'Log in'),
   error);
-  main.append(h('div', { class: 'login' }, h('h1', {}, 'Postern console'), form));
+  const sso = h('p', { hidden: true });
+  main.append(h('div', { class: 'login' }, h('h1', {}, 'Postern console'), sso, form));
   token.focus();
+  api('/api/v1/oidc', { quiet: true }).then((oidc) => {
+    if (!oidc.enabled) return;
+    sso.replaceChildren(h('a', { class: 'button', href: '/api/v1/oidc/login', 'data-testid': 'sso' },
+      `Log in with ${oidc.issuer}`), h('span', { class: 'muted' }, ' or paste a token:'));
+    sso.hidden = false;
+  }).catch(() => {});
 }
 
 // ---------------------------------------------------------------------------------------------
