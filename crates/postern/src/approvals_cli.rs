@@ -13,8 +13,9 @@ use postern_core::{ApprovalFilter, ApprovalRow, ApprovalState, Authenticator, Id
 use postern_store::SqliteStore;
 use serde_json::json;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `postern approvals` subcommands.
@@ -300,7 +301,20 @@ async fn decide_as_token(
     };
     let decider = authenticate(config, token).await?;
     let store = open_store(config).await?;
-    let result = decide(&store, &decider, id, verdict).await;
+    // The decision's audit event also goes to `[audit] file`, like the gateway's (not to
+    // standard output, which is this command's own).
+    let result = match config
+        .audit
+        .file
+        .as_deref()
+        .filter(|f| *f != Path::new("-"))
+    {
+        Some(path) => {
+            let lines = crate::audit_log::AuditLines::new(Arc::new(store.clone()), path)?;
+            decide(&lines, &decider, id, verdict).await
+        }
+        None => decide(&store, &decider, id, verdict).await,
+    };
     store.close().await;
     let decided = match result {
         Ok(decided) => decided,

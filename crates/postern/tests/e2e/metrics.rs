@@ -122,6 +122,26 @@ async fn metrics_and_audit_lines_follow_what_clients_do() {
         "{text}"
     );
 
+    // A decision made with the CLI goes to the same file.
+    let task = held(&agent, "UPDATE orders SET quantity = 4 WHERE id = 1000").await;
+    let id = http.pending(&p.dba).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = std::process::Command::new(postern_bin())
+        .arg("--config")
+        .arg(&fx.gw.config_path)
+        .args(["approvals", "approve", &id])
+        .env("POSTERN_TOKEN", &p.dba)
+        .output()
+        .unwrap();
+    assert_success(&out, "postern approvals approve");
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
     // The audit lines: one JSON object per stored event.
     let lines = std::fs::read_to_string(&audit_file).expect("the audit file");
     let events: Vec<Value> = lines
@@ -138,10 +158,12 @@ async fn metrics_and_audit_lines_follow_what_clients_do() {
     ] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
-    let decided = events
+    let decided: Vec<&Value> = events
         .iter()
-        .find(|e| e["kind"] == "approval_decided")
-        .unwrap();
-    assert_eq!(decided["subject"], "dana");
-    assert!(decided["at"].as_str().unwrap().ends_with('Z'));
+        .filter(|e| e["kind"] == "approval_decided")
+        .collect();
+    assert_eq!(decided.len(), 2, "{decided:?}");
+    assert_eq!(decided[0]["subject"], "dana");
+    assert!(decided[1]["detail"].as_str().unwrap().contains(&id));
+    assert!(decided[0]["at"].as_str().unwrap().ends_with('Z'));
 }
