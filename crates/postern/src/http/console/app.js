@@ -267,7 +267,7 @@ function sessionsPage(main) {
       h('td', {}, s.live ? h('span', { class: 'badge live' }, 'Live') : s.open ? h('span', { class: 'badge open' }, 'Open') : h('span', { class: 'badge ended' }, 'Ended')),
       h('td', {}, decisionChips(s.decisions)),
       h('td', { class: 'num nowrap' }, `${fmtBytes(s.bytes_in)} / ${fmtBytes(s.bytes_out)}`),
-      h('td', {}, s.close_reason || ''))));
+      h('td', { class: 'wrap' }, s.close_reason || ''))));
     status.textContent = list.sessions.length ? `${list.sessions.length} session(s)` : 'No sessions match.';
   }
   every(3000, load);
@@ -597,8 +597,8 @@ function auditPage(main) {
       const list = await api(`/api/v1/audit?${q}`);
       body.replaceChildren(...list.events.map((e) => h('tr', {},
         h('td', { class: 'mono nowrap' }, fmtTime(e.at)), h('td', {}, e.kind), h('td', {}, e.subject || ''), h('td', {}, e.target || ''),
-        h('td', {}, e.session_id ? h('a', { href: `#/sessions/${e.session_id}`, class: 'mono' }, e.session_id.slice(0, 13) + '…') : ''),
-        h('td', { class: 'mono' }, e.client_addr || ''), h('td', {}, e.detail || ''))));
+        h('td', { class: 'nowrap' }, e.session_id ? h('a', { href: `#/sessions/${e.session_id}`, class: 'mono' }, e.session_id.slice(0, 13) + '…') : ''),
+        h('td', { class: 'mono' }, e.client_addr || ''), h('td', { class: 'wrap' }, e.detail || ''))));
       status.textContent = `${list.events.length} event(s)`;
     } catch (e) {
       status.textContent = e.status === 403 ? 'The audit log is for the admin and auditor roles.' : e.message;
