@@ -131,6 +131,8 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// List sessions matching `filter`, newest first.
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionRow>, StoreError>;
+    /// The session `id`, if it is indexed.
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRow>, StoreError>;
 
     /// Store a new approval request (normally `pending`). Fails if the id is taken.
     async fn create_approval(&self, row: &ApprovalRow) -> Result<(), StoreError>;

@@ -2,6 +2,7 @@
 
 use crate::cancel::CancelRegistry;
 use crate::error::Refusal;
+use crate::live::LiveSessions;
 use crate::session;
 use crate::target::PgTarget;
 use bytes::BytesMut;
@@ -85,6 +86,8 @@ pub struct PgEngine {
     pub require_tls: bool,
     /// Resource bounds.
     pub limits: Limits,
+    /// The sessions live on this node (listed and terminated through the HTTP API).
+    pub live: Arc<LiveSessions>,
     pub(crate) cancels: CancelRegistry,
 }
 
@@ -112,6 +115,7 @@ impl PgEngine {
             tls,
             require_tls,
             limits,
+            live: Arc::default(),
             cancels: CancelRegistry::default(),
         }
     }

@@ -77,6 +77,9 @@ pub enum Refusal {
     /// The gateway is shutting down.
     #[error("the gateway is shutting down")]
     Shutdown,
+    /// An administrator ended the session.
+    #[error("the session was {0}")]
+    Terminated(crate::live::Termination),
     /// The session's recording cannot be written, so nothing more is forwarded.
     #[error(
         "the session recording cannot be written ({0}); the gateway stopped forwarding this session"
@@ -108,7 +111,7 @@ impl Refusal {
             Refusal::Protocol(_) => PROTOCOL_VIOLATION,
             Refusal::Unsupported(_) => FEATURE_NOT_SUPPORTED,
             Refusal::TooManyConnections => TOO_MANY_CONNECTIONS,
-            Refusal::Shutdown => ADMIN_SHUTDOWN,
+            Refusal::Shutdown | Refusal::Terminated(_) => ADMIN_SHUTDOWN,
             Refusal::Recording(_) | Refusal::Masking(_) => IO_ERROR,
         }
     }

@@ -9,7 +9,7 @@
 //! Layout: [`frame`] (framing and the few messages the gateway writes), [`startup`] (the
 //! caller's handshake), [`upstream`] (the gateway's login to the target), [`relay`] (the two
 //! pumps), [`session`] (one connection from accept to audit), [`engine`] (shared state and the
-//! accept loop), [`cancel`] (cancel-key mapping), [`error`] (refusals and their SQLSTATEs).
+//! accept loop), [`cancel`] (cancel-key mapping), [`live`] (the sessions live on this node), [`error`] (refusals and their SQLSTATEs).
 
 pub mod cancel;
 pub mod capture;
@@ -17,7 +17,9 @@ pub mod catalog;
 pub mod engine;
 pub mod error;
 pub mod frame;
+pub mod live;
 pub mod mask;
+pub mod metrics;
 pub mod relay;
 pub mod session;
 pub mod startup;
@@ -27,4 +29,5 @@ pub mod upstream;
 
 pub use engine::{Limits, PgEngine, Seams};
 pub use error::Refusal;
+pub use live::{LiveSession, LiveSessions, Termination};
 pub use target::{PgTarget, PgUrl, Secret, UpstreamTlsMode, client_tls_config};

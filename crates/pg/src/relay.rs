@@ -47,6 +47,8 @@ pub enum RelayEnd {
     ServerProtocol(FrameError),
     /// The gateway is shutting down.
     Shutdown,
+    /// An administrator ended the session.
+    Terminated(crate::live::Termination),
     /// The recording could not be written; nothing more is forwarded (fail closed).
     Recording(RecordingError),
     /// A socket failed.
@@ -89,6 +91,8 @@ pub struct RelayContext<'a> {
     next_refusal: AtomicU64,
     /// Result masking, when masks apply to the session.
     masking: Option<ResultMasking>,
+    /// Statement latency (the `postern_statement_duration_seconds` histogram).
+    latency: crate::metrics::Latency,
 }
 
 impl<'a> RelayContext<'a> {
@@ -116,6 +120,7 @@ impl<'a> RelayContext<'a> {
             refusals: Mutex::new(VecDeque::new()),
             next_refusal: AtomicU64::new(0),
             masking: None,
+            latency: Default::default(),
         }
     }
 
@@ -265,6 +270,7 @@ where
                 }
                 other => other,
             };
+            ctx.latency.sent(tag);
             let refusal = match verdict {
                 Verdict::Refuse(reason) => match replacement(ctx, &buf[pos..pos + total], reason) {
                     Ok(frame) => Some(frame),
@@ -366,6 +372,7 @@ fn inspect(
             None => masking.on_query(plan),
         }
     }
+    metrics::counter!(crate::metrics::STATEMENTS, "decision" => decision.as_str()).increment(1);
     let verdict = match &decision {
         Decision::Allow => return Ok((decision, Verdict::Forward)),
         Decision::Block { rule, reason } => {
@@ -456,6 +463,7 @@ async fn hold(ctx: &RelayContext<'_>, held: Held, events: &mut Vec<EventBody>) -
         }
     };
     tracing::info!(subject = %ctx.identity.subject, target = %ctx.target.name, rule, outcome = ?record.decision, "held statement decided");
+    metrics::counter!(crate::metrics::STATEMENTS, "decision" => format!("{:?}", record.decision).to_lowercase()).increment(1);
     if ctx.recording.is_some() {
         events.push(EventBody::Decision(record));
     }
@@ -534,6 +542,7 @@ where
                 },
                 None => None,
             };
+            ctx.latency.received(tag, &ctx.target.name);
             if tag == b'E'
                 && let Some(ours) = refused_error(ctx, frame_bytes)
             {

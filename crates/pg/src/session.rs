@@ -5,7 +5,9 @@ use crate::catalog;
 use crate::engine::PgEngine;
 use crate::error::Refusal;
 use crate::frame;
+use crate::live::LiveSession;
 use crate::mask::ResultMasking;
+use crate::metrics as m;
 use crate::relay::{self, RelayContext, RelayEnd, Traffic};
 use crate::startup::{self, ClientStartup, Opening};
 use crate::stream::MaybeTls;
@@ -164,11 +166,14 @@ impl Session<'_> {
             .filter(|(k, _)| !GATEWAY_PARAMS.contains(&k.as_str()) && !k.starts_with("_pq_."))
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        let connecting = Instant::now();
         let connected = tokio::time::timeout(
             engine.limits.connect_timeout,
             upstream::connect(&target, &params),
         )
         .await;
+        metrics::histogram!(m::UPSTREAM_CONNECT_SECONDS, "target" => target.target.name.clone())
+            .record(connecting.elapsed().as_secs_f64());
         let upstream = match connected {
             Ok(Ok(upstream)) => upstream,
             Ok(Err(e)) => {
@@ -225,6 +230,7 @@ impl Session<'_> {
         reason: String,
     ) -> Refusal {
         tracing::warn!(session = %self.id, target = %target.target.name, error = %reason, "upstream connection failed");
+        metrics::counter!(m::UPSTREAM_ERRORS, "target" => target.target.name.clone()).increment(1);
         let mut event =
             self.identity_event(AuditKind::UpstreamFailed, identity, &target.target.name);
         event.detail = Some(reason.clone());
@@ -295,6 +301,15 @@ impl Session<'_> {
         let cancel_key = engine
             .cancels
             .register(target.clone(), upstream.backend_key);
+        metrics::counter!(m::SESSIONS, "target" => name.clone()).increment(1);
+        let active = metrics::gauge!(m::SESSIONS_ACTIVE, "target" => name.clone());
+        active.increment(1.0);
+        let live = engine.live.register(LiveSession {
+            id: self.id.clone(),
+            subject: identity.subject.clone(),
+            target: name.clone(),
+            started_at_ms,
+        });
         let mut hello = BytesMut::with_capacity(512);
         frame::auth_request(&mut hello, 0);
         for parameter in &upstream.parameter_frames {
@@ -325,10 +340,12 @@ impl Session<'_> {
                 end = relay::client_to_server(&ctx, policy.as_mut(), &mut client_rx, &mut server_tx, startup.buf, &mut traffic.from_client) => end,
                 end = relay::server_to_client(&ctx, &mut server_rx, &mut client_tx, upstream.leftover, &mut traffic.to_client) => end,
                 _ = shutdown.cancelled() => RelayEnd::Shutdown,
+                by = live.terminated() => RelayEnd::Terminated(by),
             };
             let farewell = match &end {
                 RelayEnd::ClientProtocol(e) => Some(Refusal::from(e.clone())),
                 RelayEnd::Shutdown => Some(Refusal::Shutdown),
+                RelayEnd::Terminated(by) => Some(Refusal::Terminated(by.clone())),
                 RelayEnd::Recording(e) => Some(Refusal::Recording(e.to_string())),
                 _ => None,
             };
@@ -342,6 +359,15 @@ impl Session<'_> {
             end
         };
         drop(cancel_key);
+        drop(live);
+        active.decrement(1.0);
+        metrics::histogram!(m::SESSION_SECONDS).record(started.elapsed().as_secs_f64());
+        if matches!(
+            end,
+            RelayEnd::ServerProtocol(_) | RelayEnd::Io("server read" | "server write", _)
+        ) {
+            metrics::counter!(m::UPSTREAM_ERRORS, "target" => name.clone()).increment(1);
+        }
 
         let reason = describe(&end);
         tracing::info!(session = %self.id, subject = %identity.subject, target = %name, reason, "session closed");
@@ -498,6 +524,7 @@ fn describe(end: &RelayEnd) -> String {
         RelayEnd::ClientClosed => "client closed the connection".into(),
         RelayEnd::ServerClosed => "server closed the connection".into(),
         RelayEnd::Shutdown => "gateway shutting down".into(),
+        RelayEnd::Terminated(by) => by.to_string(),
         RelayEnd::Recording(e) => format!("recording failed: {e}"),
         RelayEnd::ClientProtocol(e) => format!("client protocol violation: {e}"),
         RelayEnd::ServerProtocol(e) => format!("server protocol violation: {e}"),

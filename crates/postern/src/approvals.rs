@@ -26,6 +26,9 @@ const WEBHOOK_STATEMENT_CHARS: usize = 2000;
 /// The longest statement text quoted in log lines and audit events.
 const LOG_STATEMENT_CHARS: usize = 200;
 
+/// How long held statements wait for a decision (the Prometheus histogram).
+pub const APPROVAL_WAIT_SECONDS: &str = "postern_approval_wait_seconds";
+
 /// Finds an `approve` rule's approvers and timeout by rule name.
 pub type SpecLookup = Arc<dyn Fn(&str) -> Option<ApprovalSpec> + Send + Sync>;
 
@@ -414,10 +417,13 @@ impl Approvals for StoreApprovals {
         if let Some(id) = request.resubmission.clone() {
             return self.resubmit(&request, &id).await;
         }
-        match self.hold(request, spec, now).await {
+        let held = std::time::Instant::now();
+        let outcome = match self.hold(request, spec, now).await {
             Ok(outcome) => outcome,
             Err(e) => ApprovalOutcome::Unavailable(e.to_string()),
-        }
+        };
+        metrics::histogram!(APPROVAL_WAIT_SECONDS).record(held.elapsed().as_secs_f64());
+        outcome
     }
 }
 

@@ -13,8 +13,9 @@ use postern_core::{ApprovalFilter, ApprovalRow, ApprovalState, Authenticator, Id
 use postern_store::SqliteStore;
 use serde_json::json;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `postern approvals` subcommands.
@@ -97,7 +98,7 @@ fn parse_state_filter(s: &str) -> Result<StateFilter, String> {
     }
 }
 
-fn parse_window(s: &str) -> Result<Duration, String> {
+pub fn parse_window(s: &str) -> Result<Duration, String> {
     let window = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if window < Duration::from_secs(1) {
         return Err("a window lasts at least 1s".into());
@@ -171,8 +172,8 @@ async fn list(args: ListArgs, config: &RawConfig) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One approval as `approvals list --json` prints it.
-fn row_json(row: &ApprovalRow) -> serde_json::Value {
+/// One approval as `approvals list --json` prints it (and the REST API shows it).
+pub fn row_json(row: &ApprovalRow) -> serde_json::Value {
     json!({
         "id": row.id,
         "state": row.state,
@@ -302,7 +303,20 @@ async fn decide_as_token(
     };
     let decider = authenticate(config, token).await?;
     let store = open_store(config).await?;
-    let result = decide(&store, &decider, id, verdict).await;
+    // The decision's audit event also goes to `[audit] file`, like the gateway's (not to
+    // standard output, which is this command's own).
+    let result = match config
+        .audit
+        .file
+        .as_deref()
+        .filter(|f| *f != Path::new("-"))
+    {
+        Some(path) => {
+            let lines = crate::audit_log::AuditLines::new(Arc::new(store.clone()), path)?;
+            decide(&lines, &decider, id, verdict).await
+        }
+        None => decide(&store, &decider, id, verdict).await,
+    };
     store.close().await;
     let decided = match result {
         Ok(decided) => decided,

@@ -58,6 +58,15 @@ pub struct RawConfig {
     /// The MCP endpoint on the HTTP listener.
     #[serde(default)]
     pub mcp: McpSection,
+    /// Console and REST API roles, by group.
+    #[serde(default)]
+    pub roles: RolesSection,
+    /// Audit events as JSON lines.
+    #[serde(default)]
+    pub audit: AuditSection,
+    /// The web console.
+    #[serde(default)]
+    pub console: ConsoleSection,
 }
 
 /// `[mcp]`: the MCP endpoint (`/mcp` on the HTTP listener).
@@ -81,6 +90,60 @@ impl Default for McpSection {
             allowed_hosts: Vec::new(),
         }
     }
+}
+
+/// `[console]`: the web console's login options.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// Log in with an OpenID Connect provider (authorization code + PKCE).
+    pub oidc: Option<ConsoleOidc>,
+}
+
+/// `[console.oidc]`: the console as an OIDC client of one of the `[[auth.oidc]]` providers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleOidc {
+    /// The provider: the `issuer` of an `[[auth.oidc]]` table, whose `audience` is `client_id`.
+    pub issuer: String,
+    /// The console's client id at the provider.
+    pub client_id: String,
+    /// For a confidential client: the environment variable holding the client secret.
+    pub client_secret_env: Option<String>,
+    /// Where the provider sends the browser back; default
+    /// `http://<the request's Host>/api/v1/oidc/callback`. Register it at the provider.
+    pub redirect_url: Option<String>,
+    /// Default: from the issuer's `/.well-known/openid-configuration`.
+    pub authorization_endpoint: Option<String>,
+    /// Default: from the issuer's `/.well-known/openid-configuration`.
+    pub token_endpoint: Option<String>,
+    /// Scopes asked for (default `openid profile`).
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into()]
+}
+
+/// `[audit]`: where audit events are also written as JSON lines, for log aggregation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// Append each audit event to this file as a JSON line; `-` writes to standard output.
+    pub file: Option<PathBuf>,
+}
+
+/// `[roles]`: which groups hold the console's and REST API's roles. The approvers of each
+/// `approve` rule are a role of their own (they decide that rule's approvals and read the
+/// sessions they concern); everyone else sees only their own sessions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolesSection {
+    /// Members of these groups read everything and terminate live sessions.
+    pub admin: Vec<String>,
+    /// Members of these groups read every session and the audit log.
+    pub auditor: Vec<String>,
 }
 
 /// `[approvals]`: how held statements are announced and watched.
@@ -534,6 +597,39 @@ impl RawConfig {
                 ConfigError::Invalid(format!("[[auth.oidc]] {}: {e}", provider.issuer))
             })?;
         }
+        if let Some(console) = &self.console.oidc {
+            let invalid = |msg: String| ConfigError::Invalid(format!("[console.oidc] {msg}"));
+            let Some(provider) = self.auth.oidc.iter().find(|p| p.issuer == console.issuer) else {
+                return Err(invalid(format!(
+                    "issuer {:?} is not one of the [[auth.oidc]] providers (its tokens must be \
+                     verified by one)",
+                    console.issuer
+                )));
+            };
+            if provider.audience != console.client_id {
+                return Err(invalid(format!(
+                    "client_id {:?} differs from the provider's audience {:?}: ID tokens are \
+                     issued to the client id",
+                    console.client_id, provider.audience
+                )));
+            }
+            let urls = [
+                &console.redirect_url,
+                &console.authorization_endpoint,
+                &console.token_endpoint,
+            ];
+            for url in urls.into_iter().flatten() {
+                let ok = url
+                    .parse::<reqwest::Url>()
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+                if !ok {
+                    return Err(invalid(format!("{url:?} is not an http(s) URL")));
+                }
+            }
+            if !console.scopes.iter().any(|s| s == "openid") {
+                return Err(invalid("scopes must include \"openid\"".into()));
+            }
+        }
         Ok(())
     }
 }
@@ -677,6 +773,45 @@ url = "postgres://postgres@127.0.0.1:5432/shop"
                 .to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn console_oidc_must_name_a_provider_whose_audience_is_the_client() {
+        let provider = "[[auth.oidc]]\nissuer = \"https://idp/\"\naudience = \"console\"\n\
+                        jwks_file = \"/dev/null\"\n";
+        let ok = format!(
+            "{provider}[console.oidc]\nissuer = \"https://idp/\"\nclient_id = \"console\"\n"
+        );
+        let c = RawConfig::parse(&ok, Path::new("x")).unwrap();
+        let oidc = c.console.oidc.unwrap();
+        assert_eq!(oidc.scopes, ["openid", "profile"]);
+        assert_eq!(oidc.redirect_url, None);
+        for (bad, says) in [
+            (
+                "[console.oidc]\nissuer = \"https://other/\"\nclient_id = \"console\"\n",
+                "not one of",
+            ),
+            (
+                "[console.oidc]\nissuer = \"https://idp/\"\nclient_id = \"web\"\n",
+                "audience",
+            ),
+            (
+                "[console.oidc]\nissuer = \"https://idp/\"\nclient_id = \"console\"\nscopes = [\"profile\"]\n",
+                "openid",
+            ),
+            (
+                "[console.oidc]\nissuer = \"https://idp/\"\nclient_id = \"console\"\nredirect_url = \"/cb\"\n",
+                "http(s)",
+            ),
+        ] {
+            let err = RawConfig::parse(&format!("{provider}{bad}"), Path::new("x"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        let roles = RawConfig::parse("[roles]\nadmin = [\"ops\"]\n", Path::new("x")).unwrap();
+        assert_eq!(roles.roles.admin, ["ops"]);
+        assert!(RawConfig::parse("[roles]\nadmins = [\"ops\"]\n", Path::new("x")).is_err());
     }
 
     #[test]

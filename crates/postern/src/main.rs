@@ -5,6 +5,7 @@
 
 mod approvals;
 mod approvals_cli;
+mod audit_log;
 mod config;
 mod demo;
 mod export;

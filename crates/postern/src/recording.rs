@@ -3,10 +3,11 @@
 
 use crate::config::{RawConfig, RecordingMode, RecordingRule, RecordingSection};
 use anyhow::{Context, Result};
-use postern_core::event::SessionStart;
+use postern_core::event::{SessionEnd, SessionStart};
 use postern_core::{NoRecording, Recorder, RecordingError, SessionRecording};
 use postern_record::{
-    RecorderConfig, Recordings, ResultCap, S3Config, S3Store, Signer, load_signing_key,
+    RecorderConfig, Recordings, ResultCap, S3Config, S3Store, SessionRecorder, Signer,
+    load_signing_key,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -148,6 +149,55 @@ impl Recorder for GatewayRecorder {
             .recordings
             .start(start, cfg)
             .map_err(|e| RecordingError(e.to_string()))?;
-        Ok(Some(Box::new(recorder)))
+        Ok(Some(Box::new(Metered {
+            counted: recorder.bytes_written(),
+            inner: recorder,
+        })))
+    }
+}
+
+/// The Prometheus counter of bytes written to recordings.
+pub const RECORDING_BYTES: &str = "postern_recording_bytes_total";
+
+/// A session's recording that adds what it writes to [`RECORDING_BYTES`].
+struct Metered {
+    inner: SessionRecorder,
+    /// Bytes already counted.
+    counted: u64,
+}
+
+impl Metered {
+    fn count(&mut self) {
+        let now = self.inner.bytes_written();
+        metrics::counter!(RECORDING_BYTES).increment(now.saturating_sub(self.counted));
+        self.counted = now;
+    }
+}
+
+impl SessionRecording for Metered {
+    fn append(&mut self, event: postern_core::event::EventBody) -> Result<(), RecordingError> {
+        let appended = SessionRecording::append(&mut self.inner, event);
+        self.count();
+        appended
+    }
+
+    fn commit(&mut self) -> Result<(), RecordingError> {
+        let committed = SessionRecording::commit(&mut self.inner);
+        self.count();
+        committed
+    }
+
+    fn wants_results(&self) -> bool {
+        SessionRecording::wants_results(&self.inner)
+    }
+
+    fn seal(self: Box<Self>, end: SessionEnd) -> Result<(), RecordingError> {
+        let counted = self.counted;
+        let receipt = self
+            .inner
+            .seal(end)
+            .map_err(|e| RecordingError(e.to_string()))?;
+        metrics::counter!(RECORDING_BYTES).increment(receipt.bytes.saturating_sub(counted));
+        Ok(())
     }
 }

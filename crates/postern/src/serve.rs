@@ -5,7 +5,7 @@ use crate::config::{RawConfig, RawTarget};
 use crate::{http, tls};
 use anyhow::{Context, Result, bail};
 use postern_auth::{GatewayKey, GatewayTokenVerifier, MultiAuthenticator, OidcVerifier};
-use postern_core::{AllowAll, Policy, Store, Target};
+use postern_core::{AllowAll, Authenticator, Policy, Store, Target};
 use postern_pg::{Limits, PgEngine, PgTarget, PgUrl, Seams, Secret, UpstreamTlsMode};
 use postern_store::SqliteStore;
 use std::net::SocketAddr;
@@ -29,12 +29,18 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
     let key =
         GatewayKey::load_or_create(&config.data_dir).context("loading the gateway signing key")?;
-    let authenticator = authenticator(config, GatewayTokenVerifier::new(&key.verifying_key()))?;
-    let store: Arc<dyn Store> = Arc::new(
+    let authenticator: Arc<dyn Authenticator> = Arc::new(authenticator(
+        config,
+        GatewayTokenVerifier::new(&key.verifying_key()),
+    )?);
+    let mut store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&config.data_dir.join("postern.db"))
             .await
             .context("opening the metadata store")?,
     );
+    if let Some(path) = &config.audit.file {
+        store = Arc::new(crate::audit_log::AuditLines::new(store, path)?);
+    }
     let targets = config
         .targets
         .iter()
@@ -51,16 +57,17 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
     let node = config.recording.node.clone().unwrap_or_else(tls::hostname);
     let (policy, policy_version) = build_policy(config, mask_key(&key))?;
     let seams = Seams {
-        authenticator: Arc::new(authenticator),
+        authenticator: authenticator.clone(),
         policy,
         approvals: crate::approvals::build(config, store.clone())?,
-        store,
+        store: store.clone(),
         recorder: crate::recording::build(config, &node)?,
         node,
         policy_version,
     };
     close_interrupted_sessions(seams.store.as_ref()).await?;
     let mcp = crate::mcp::Wiring::new(config, &key, &seams, &targets)?;
+    let target_list: Vec<Target> = targets.iter().map(|t| t.target.clone()).collect();
     let engine = Arc::new(PgEngine::new(
         targets,
         seams,
@@ -89,9 +96,16 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
     let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
 
     let shutdown = CancellationToken::new();
+    let live = engine.live.clone();
     let pg = tokio::spawn(engine.serve(pg_listener, shutdown.clone()));
-    let app = http::app().merge(mcp.router(postgres_addr, &shutdown)?);
-    let http = http_listener.map(|l| tokio::spawn(http::serve(l, app, shutdown.clone())));
+    let http = match http_listener {
+        Some(listener) => {
+            let state = http::HttpState::new(config, store, authenticator, target_list, live)?;
+            let app = http::app(Arc::new(state)).merge(mcp.router(postgres_addr, &shutdown)?);
+            Some(tokio::spawn(http::serve(listener, app, shutdown.clone())))
+        }
+        None => None,
+    };
     let done = tokio::spawn(async move {
         let _ = pg.await;
         if let Some(http) = http {

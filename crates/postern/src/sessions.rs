@@ -247,8 +247,9 @@ pub fn cell(value: &Value) -> String {
     }
 }
 
-/// `--since`: a duration ago or an RFC 3339 time, as Unix milliseconds.
-fn parse_since(s: &str) -> Result<i64, String> {
+/// `--since` (and the API's time filters): a duration ago or an RFC 3339 time, as Unix
+/// milliseconds.
+pub fn parse_since(s: &str) -> Result<i64, String> {
     if let Ok(d) = humantime::parse_duration(s) {
         let d: Duration = d;
         return Ok(now_ms() - d.as_millis().min(i64::MAX as u128) as i64);
@@ -307,6 +308,13 @@ fn list(args: ListArgs, config: &RawConfig) -> Result<ExitCode> {
 /// One session as `sessions list --json` prints it.
 fn row_json(row: &SessionRow, recordings: &Path) -> serde_json::Value {
     let recording = recordings.join(&row.id);
+    let mut v = session_fields(row);
+    v["recording"] = json!(recording.is_dir().then(|| recording.display().to_string()));
+    v
+}
+
+/// What the sessions index says of a session, as JSON (shared by the CLI and the REST API).
+pub fn session_fields(row: &SessionRow) -> serde_json::Value {
     json!({
         "id": row.id,
         "subject": row.subject,
@@ -320,7 +328,6 @@ fn row_json(row: &SessionRow, recordings: &Path) -> serde_json::Value {
         "bytes_in": row.bytes_in,
         "bytes_out": row.bytes_out,
         "close_reason": row.close_reason,
-        "recording": recording.is_dir().then(|| recording.display().to_string()),
     })
 }
 

@@ -112,6 +112,9 @@ pub struct SealReceipt {
     /// Whether the manifest reached the manifest log (false when none is configured or the
     /// append failed; recovery logs it at the next start).
     pub logged: bool,
+    /// Event bytes written to the sink over the recording's life (chunk files, without
+    /// checkpoints).
+    pub bytes: u64,
 }
 
 /// Where the writer stands; kept for the last successful sink append so a best-effort
@@ -285,6 +288,11 @@ impl SessionRecorder {
         self.failed.as_deref()
     }
 
+    /// Event bytes written to the sink so far (chunk files, without checkpoints).
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
     /// Events lost in best-effort mode and not yet recorded as a gap (the sink is still
     /// failing), if any.
     pub fn pending_gap(&self) -> Option<u64> {
@@ -405,6 +413,7 @@ impl SessionRecorder {
             status,
             seal,
             logged,
+            bytes: self.written,
         })
     }
 

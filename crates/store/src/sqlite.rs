@@ -207,6 +207,19 @@ impl Store for SqliteStore {
         rows.iter().map(session_from_row).collect()
     }
 
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = "
+        ));
+        q.push_bind(id.to_owned());
+        let row = q
+            .build()
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("cannot read a session"))?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO audit_events (at_ms, kind, session_id, subject, identity_kind, groups, \

@@ -195,6 +195,11 @@ async fn reopen_keeps_data_and_creates_parent_dirs() {
         .await
         .unwrap();
     assert_eq!(sessions, vec![session("s-1", "alice", "prod", 10)]);
+    assert_eq!(
+        store.get_session("s-1").await.unwrap(),
+        Some(session("s-1", "alice", "prod", 10))
+    );
+    assert_eq!(store.get_session("s-2").await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

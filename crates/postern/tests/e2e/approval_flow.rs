@@ -100,7 +100,8 @@ impl Flow {
     }
 }
 
-async fn held(
+/// A held write of `agent` in a live session: the task completes when it is decided.
+pub async fn held(
     agent: &Conn,
     sql: &'static str,
 ) -> tokio::task::JoinHandle<Result<u64, tokio_postgres::Error>> {

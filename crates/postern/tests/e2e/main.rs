@@ -7,9 +7,11 @@
 
 mod util;
 
+mod api;
 mod approval_flow;
 mod approvals_cli;
 mod audit;
+mod browser;
 mod client_tls;
 mod copy;
 mod demo;
@@ -17,6 +19,8 @@ mod dump;
 mod lifecycle;
 mod masking;
 mod mcp;
+mod metrics;
+mod oidc;
 mod pgbench;
 mod policy;
 mod psql;
@@ -28,6 +32,7 @@ mod recording;
 mod recording_cli;
 mod refusals;
 mod s3;
+mod terminate;
 mod tokio_pg;
 mod upstream_auth;
 mod upstream_tls;
