@@ -90,7 +90,7 @@ try {
   await page.evaluate(() => { window.__sameDocument = true; });
   const lineage = '/* postern-lineage {"causal_id":"call-42","tool":"query","intent":"check the e-mail addresses of the first customers"} */';
   const first = psql('agent-7', env.AGENT_TOKEN, [
-    '-c', `${lineage} SELECT id, '[masked]' AS email FROM customers ORDER BY id LIMIT 3`,
+    '-c', `${lineage} SELECT id, email FROM customers ORDER BY id LIMIT 3`,
     '-c', 'UPDATE orders SET quantity = 55 WHERE id = 1000',
   ]);
   const card = await page.waitForSelector('[data-testid=approval]');
@@ -125,8 +125,11 @@ try {
   step('the replay page shows the statements, the masked cells, the intent link and a verified badge');
   await page.goto(`${URL_}/console/#/sessions/${sessionOfFirst}`);
   await page.waitForSelector('[data-testid=verification][data-status=verified]');
+  await page.waitForFunction(() =>
+    (document.querySelector('[data-testid=timeline]')?.textContent || '').includes('FROM customers'));
   const timeline = await page.textContent('[data-testid=timeline]');
-  assert.match(timeline, /SELECT id, '\[masked\]' AS email FROM customers/);
+  assert.match(timeline, /SELECT id, email FROM customers/);
+  assert.doesNotMatch(timeline, /customer1@example\.com/, 'the recording holds masked values only');
   assert.match(timeline, /UPDATE orders SET quantity = 55/);
   assert.match(timeline, /approved by dana/);
   const masked = await page.$$('[data-testid=masked-cell]');

@@ -25,6 +25,11 @@ when = { kind = "agent", statements = ["write"] }
 action = "approve"
 approvers = ["dba"]
 timeout = "5m"
+
+[[masks]]
+name = "customer-pii"
+when = { kind = "agent" }
+columns = ["customers.email"]
 "#;
 
 /// Tokens of one identity per role.
