@@ -276,3 +276,41 @@ fn psql_describe_commands_are_not_mangled() {
         assert_eq!(stdout(&via), stdout(&want), "{meta}");
     }
 }
+
+#[test]
+fn views_and_inheritance_children_of_masked_tables_are_masked() {
+    let (fx, agent) = fixture();
+    let direct = fx.direct(SHOP);
+    direct.query(
+        "CREATE VIEW customer_contacts AS SELECT id, email AS contact FROM customers;
+         CREATE VIEW contact_digest AS SELECT id, upper(contact) AS shout FROM customer_contacts;
+         CREATE VIEW customer_names AS SELECT id, name FROM customers;
+         CREATE TABLE vip_customers () INHERITS (customers);
+         INSERT INTO vip_customers SELECT id + 1000, name, 'vip' || email, ssn, phone, card, created_at
+           FROM customers WHERE id <= 2;",
+    );
+    let secrets = secrets(&fx);
+    for sql in [
+        "SELECT * FROM customer_contacts ORDER BY id LIMIT 3",
+        "SELECT contact FROM customer_contacts ORDER BY id LIMIT 3",
+        "SELECT shout FROM contact_digest ORDER BY id LIMIT 3",
+        "SELECT email FROM vip_customers",
+        "SELECT * FROM vip_customers",
+        "COPY vip_customers TO STDOUT",
+        "SELECT email FROM customers WHERE id > 1000",
+    ] {
+        let out = agent.psql(&["-A", "-t", "-c", sql], None);
+        let seen = format!("{}{}", stdout(&out), stderr(&out));
+        assert_success(&out, sql);
+        assert!(seen.contains("[masked]"), "{sql}: {seen}");
+        assert!(!seen.contains("vipcustomer1@"), "{sql}: {seen}");
+        if let Some(s) = secrets.iter().find(|s| seen.contains(s.as_str())) {
+            panic!("{sql:?} returned the raw value {s:?}:\n{seen}");
+        }
+    }
+    // A view that does not read a masked column is not masked.
+    assert_eq!(
+        agent.query("SELECT id, name FROM customer_names WHERE id = 4"),
+        "4|Customer 4"
+    );
+}
