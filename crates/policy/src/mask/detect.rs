@@ -463,7 +463,8 @@ fn luhn(digits: &[u8]) -> bool {
 fn valid_ssn(span: &[u8]) -> bool {
     let number = |r: std::ops::Range<usize>| {
         span.get(r).map_or(0, |ds| {
-            ds.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+            ds.iter()
+                .fold(0u32, |n, d| n * 10 + u32::from(d.wrapping_sub(b'0')))
         })
     };
     let (area, group, serial) = (number(0..3), number(4..6), number(7..11));
