@@ -140,35 +140,20 @@ impl ResultCapture {
 }
 
 fn data_row(body: &[u8]) -> Result<Vec<Value>, FrameError> {
-    let mut r = Reader::new(body, "DataRow");
-    let count = r.i16()?;
-    let mut row = Vec::with_capacity(count.max(0) as usize);
-    for _ in 0..count {
-        let len = r.i32()?;
-        row.push(if len < 0 {
-            Value::Null
-        } else {
-            Value::from_bytes(r.bytes(len as usize)?)
-        });
-    }
-    Ok(row)
+    Ok(frame::data_row(body)?
+        .into_iter()
+        .map(|v| v.map_or(Value::Null, Value::from_bytes))
+        .collect())
 }
 
 fn row_description(body: &[u8]) -> Result<RowDescription, FrameError> {
-    let mut r = Reader::new(body, "RowDescription");
-    let count = r.i16()?;
-    let mut columns = Vec::with_capacity(count.max(0) as usize);
-    for _ in 0..count {
-        let name = r.cstr()?.to_owned();
-        let _table_oid = r.i32()?;
-        let _column = r.i16()?;
-        let type_id = r.i32()? as u32;
-        let _ = (r.i16()?, r.i32()?, r.i16()?);
-        columns.push(Column {
-            type_id: Some(type_id),
-            ..Column::named(name)
-        });
-    }
+    let columns = frame::row_description(body)?
+        .into_iter()
+        .map(|f| Column {
+            type_id: Some(f.type_oid),
+            ..Column::named(f.name.to_owned())
+        })
+        .collect();
     Ok(RowDescription { columns })
 }
 

@@ -8,7 +8,7 @@
 //! materialized view whose definition reads a masked column (transitively). Its result never
 //! reaches the client.
 
-use crate::frame::{self, ErrorFields, FrameError, Reader};
+use crate::frame::{self, ErrorFields, FrameError};
 use bytes::BytesMut;
 use postern_core::mask::{
     CatalogColumn, CatalogRelation, ColumnMask, MaskCatalog, MaskedColumnSpec, RelationKind,
@@ -155,19 +155,10 @@ where
 }
 
 fn data_row(body: &[u8]) -> Result<Vec<String>, FrameError> {
-    let mut r = Reader::new(body, "DataRow");
-    let n = r.i16()?;
-    let mut row = Vec::with_capacity(n.max(0) as usize);
-    for _ in 0..n {
-        let len = r.i32()?;
-        let value = if len < 0 {
-            String::new()
-        } else {
-            String::from_utf8_lossy(r.bytes(len as usize)?).into_owned()
-        };
-        row.push(value);
-    }
-    Ok(row)
+    Ok(frame::data_row(body)?
+        .into_iter()
+        .map(|v| String::from_utf8_lossy(v.unwrap_or_default()).into_owned())
+        .collect())
 }
 
 /// Groups the query's rows (oid, schema, name, kind, attnum, attname, mask) by relation.

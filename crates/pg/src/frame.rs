@@ -273,6 +273,60 @@ impl ErrorFields {
     }
 }
 
+/// One column of a `RowDescription`, borrowed from the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldDescription<'a> {
+    /// The column name as the server sent it.
+    pub name: &'a str,
+    /// The table the column comes from (0: computed).
+    pub table_oid: u32,
+    /// Its column number in that table (0: computed).
+    pub attnum: i16,
+    /// The type's OID.
+    pub type_oid: u32,
+    /// The type's size (negative: variable).
+    pub type_len: i16,
+    /// The type modifier.
+    pub type_mod: i32,
+    /// 0 text, 1 binary.
+    pub format: i16,
+}
+
+/// Decodes the columns of a `RowDescription` (`T`) body.
+pub fn row_description(body: &[u8]) -> Result<Vec<FieldDescription<'_>>, FrameError> {
+    let mut r = Reader::new(body, "RowDescription");
+    let n = r.i16()?.max(0) as usize;
+    let mut fields = Vec::with_capacity(n);
+    for _ in 0..n {
+        fields.push(FieldDescription {
+            name: r.cstr()?,
+            table_oid: r.i32()? as u32,
+            attnum: r.i16()?,
+            type_oid: r.i32()? as u32,
+            type_len: r.i16()?,
+            type_mod: r.i32()?,
+            format: r.i16()?,
+        });
+    }
+    Ok(fields)
+}
+
+/// Decodes the values of a `DataRow` (`D`) body, borrowed from the frame (`None` = NULL).
+pub fn data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, FrameError> {
+    let mut r = Reader::new(body, "DataRow");
+    let n = r.i16()?.max(0) as usize;
+    let mut values = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = r.i32()?;
+        values.push(if len < 0 {
+            None
+        } else {
+            Some(r.bytes(len as usize)?)
+        });
+    }
+    Ok(values)
+}
+
 /// Appends an `ErrorResponse` (`E`) with severity, SQLSTATE, message and optional detail/hint.
 pub fn error_response(
     out: &mut BytesMut,

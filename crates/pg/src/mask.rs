@@ -12,7 +12,7 @@
 //! taken when the client sends a message, so pipelined re-use of a name cannot mix them up.
 //! Anything unknown is masked as opaque: fail closed.
 
-use crate::frame::{self, FrameError, Reader};
+use crate::frame::{self, FieldDescription, FrameError, Reader};
 use bytes::{BufMut, BytesMut};
 use postern_core::mask::{
     ColumnMask, CopyFormat, MaskCatalog, Masker, OutputItem, Outputs, ResultPlan, StatementPlan,
@@ -274,7 +274,7 @@ impl ResultMasking {
         state: &mut State,
         body: &[u8],
     ) -> Result<Option<BytesMut>, FrameError> {
-        let fields = Field::decode(body)?;
+        let fields = frame::row_description(body)?;
         let plan = state.front_plan();
         let shape = Arc::new(self.shape(&fields, plan.as_ref()));
         match state.expect.front() {
@@ -296,7 +296,7 @@ impl ResultMasking {
         let at = frame::begin(&mut out, b'T');
         out.put_i16(fields.len() as i16);
         for (f, mask) in fields.iter().zip(&shape.columns) {
-            out.put_slice(f.name);
+            out.put_slice(f.name.as_bytes());
             out.put_u8(0);
             out.put_u32(f.table_oid);
             out.put_i16(f.attnum);
@@ -317,7 +317,7 @@ impl ResultMasking {
 
     /// How each described column is masked: its origin in the catalog, joined with the
     /// statement's lineage for its position.
-    fn shape(&self, fields: &[Field<'_>], plan: Option<&StatementPlan>) -> Shape {
+    fn shape(&self, fields: &[FieldDescription<'_>], plan: Option<&StatementPlan>) -> Shape {
         let by_plan = plan.map_or_else(
             || vec![ColumnMask::Clean; fields.len()],
             |p| positions(&p.outputs, fields.len(), |i| fields[i].table_oid != 0),
@@ -341,7 +341,7 @@ impl ResultMasking {
         if !shape.masks_anything() && !scanning {
             return Ok(None);
         }
-        let values = DataRow::decode(body)?;
+        let values = frame::data_row(body)?;
         let mut changed = false;
         let mut out = BytesMut::with_capacity(body.len() + 16);
         let at = frame::begin(&mut out, b'D');
@@ -379,7 +379,7 @@ impl ResultMasking {
         if !self.masker.has_detectors() {
             return Ok(None);
         }
-        let n = DataRow::decode(body)?.len();
+        let n = frame::data_row(body)?.len();
         let shape = Shape {
             columns: vec![ColumnMask::Clean; n],
             scan: vec![true; n],
@@ -603,58 +603,6 @@ fn is_text_like(oid: u32) -> bool {
         oid,
         18 | 19 | 25 | 114 | 142 | 199 | 705 | 1009 | 1014 | 1015 | 1042 | 1043 | 3802 | 3807
     ) || oid >= 16384
-}
-
-/// One RowDescription field.
-struct Field<'a> {
-    name: &'a [u8],
-    table_oid: u32,
-    attnum: i16,
-    type_oid: u32,
-    type_len: i16,
-    type_mod: i32,
-    format: i16,
-}
-
-impl<'a> Field<'a> {
-    fn decode(body: &'a [u8]) -> Result<Vec<Field<'a>>, FrameError> {
-        let mut r = Reader::new(body, "RowDescription");
-        let n = r.i16()?.max(0) as usize;
-        let mut fields = Vec::with_capacity(n);
-        for _ in 0..n {
-            let name = r.cstr()?.as_bytes();
-            fields.push(Field {
-                name,
-                table_oid: r.i32()? as u32,
-                attnum: r.i16()?,
-                type_oid: r.i32()? as u32,
-                type_len: r.i16()?,
-                type_mod: r.i32()?,
-                format: r.i16()?,
-            });
-        }
-        Ok(fields)
-    }
-}
-
-/// The values of a DataRow (`None` = NULL).
-struct DataRow;
-
-impl DataRow {
-    fn decode(body: &[u8]) -> Result<Vec<Option<&[u8]>>, FrameError> {
-        let mut r = Reader::new(body, "DataRow");
-        let n = r.i16()?.max(0) as usize;
-        let mut values = Vec::with_capacity(n);
-        for _ in 0..n {
-            let len = r.i32()?;
-            values.push(if len < 0 {
-                None
-            } else {
-                Some(r.bytes(len as usize)?)
-            });
-        }
-        Ok(values)
-    }
 }
 
 /// The plan's masks for a COPY row of `n` fields.
@@ -928,7 +876,7 @@ mod tests {
             .on_server_frame(&t)
             .unwrap()
             .expect("masked column retyped");
-        let fields = Field::decode(frame::body(&rewritten)).unwrap();
+        let fields = frame::row_description(frame::body(&rewritten)).unwrap();
         assert_eq!((fields[0].type_oid, fields[1].type_oid), (23, TEXT_OID));
         // Bind + Execute later, rows without a RowDescription.
         for (tag, body) in [(b'B', vec!["", "s1"]), (b'E', vec![""])] {
@@ -950,7 +898,7 @@ mod tests {
         d.put_slice(b"\0\0\0\x09");
         frame::finish(&mut d, at);
         let row = m.on_server_frame(&d).unwrap().expect("masked row");
-        let values = DataRow::decode(frame::body(&row)).unwrap();
+        let values = frame::data_row(frame::body(&row)).unwrap();
         assert_eq!(values[0], Some(&[0u8, 0, 0, 7][..]));
         assert_eq!(values[1], Some(&b"[masked]"[..]));
     }
