@@ -70,6 +70,27 @@ impl Derivation {
         self.direct = false;
         self
     }
+
+    /// A name that may refer to any of `candidates`: the one candidate as it is (keeping its
+    /// directness), or several merged into one computed value; `None` for no candidate.
+    fn either(mut candidates: Vec<Derivation>) -> Option<Derivation> {
+        match candidates.len() {
+            0 => None,
+            1 => candidates.pop(),
+            _ => Some(candidates.into_iter().collect()),
+        }
+    }
+}
+
+/// Everything that flows into any of the values: the union of their sources, computed.
+impl FromIterator<Derivation> for Derivation {
+    fn from_iter<I: IntoIterator<Item = Derivation>>(items: I) -> Self {
+        let mut d = Derivation::default();
+        for item in items {
+            d.absorb(item);
+        }
+        d
+    }
 }
 
 /// One entry of an output list.
@@ -690,24 +711,14 @@ impl Walker {
     /// Everything that flows into the value of an expression (any node or list of nodes).
     fn expr(&mut self, node: &Value) -> Derivation {
         match node {
-            Value::Array(items) => {
-                let mut d = Derivation::default();
-                for i in items {
-                    d.absorb(self.expr(i));
-                }
-                d
-            }
+            Value::Array(items) => items.iter().map(|i| self.expr(i)).collect(),
             Value::Object(obj) => {
                 if let Some((kind, body)) = unwrap_node(node)
                     && kind.starts_with(|c: char| c.is_ascii_uppercase())
                 {
                     return self.expr_node(kind, body);
                 }
-                let mut d = Derivation::default();
-                for v in obj.values() {
-                    d.absorb(self.expr(v));
-                }
-                d.computed()
+                obj.values().map(|v| self.expr(v)).collect()
             }
             _ => Derivation::default(),
         }
@@ -746,13 +757,12 @@ impl Walker {
                 self.read(present(body, "over"));
                 d.computed()
             }
-            _ => {
-                let mut d = Derivation::default();
-                for v in body.as_object().into_iter().flat_map(|o| o.values()) {
-                    d.absorb(self.expr(v));
-                }
-                d.computed()
-            }
+            _ => body
+                .as_object()
+                .into_iter()
+                .flat_map(|o| o.values())
+                .map(|v| self.expr(v))
+                .collect(),
         }
     }
 
@@ -763,11 +773,7 @@ impl Walker {
         let d = match (names.as_slice(), star) {
             ([], true) => {
                 let entries = self.top().entries.clone();
-                let mut d = Derivation::default();
-                for e in &entries {
-                    d.absorb(entry_derivation(e));
-                }
-                d.computed()
+                entries.iter().map(entry_derivation).collect()
             }
             ([.., t], true) => match self.find_entry(t) {
                 Some(e) => entry_derivation(&e).computed(),
@@ -797,14 +803,7 @@ impl Walker {
         if let Some(e) = self.find_entry(column) {
             found.push(entry_derivation(&e).computed());
         }
-        if found.len() == 1 {
-            return found.pop().unwrap_or_default();
-        }
-        let mut d = Derivation::default();
-        for f in found {
-            d.absorb(f);
-        }
-        d.computed()
+        Derivation::either(found).unwrap_or_default()
     }
 }
 
@@ -821,11 +820,7 @@ fn output_name(val: &Value) -> String {
 }
 
 fn all_of(items: &[Named]) -> Derivation {
-    let mut d = Derivation::default();
-    for n in items {
-        d.absorb(item_derivation(&n.item));
-    }
-    d
+    items.iter().map(|n| item_derivation(&n.item)).collect()
 }
 
 /// Column `column` of entry `e`, or `None` when the entry is known not to have it.
@@ -852,17 +847,7 @@ fn entry_column_if_present(e: &Entry, column: &str) -> Option<Derivation> {
             );
         }
     }
-    match found.len() {
-        0 => None,
-        1 => found.pop(),
-        _ => {
-            let mut d = Derivation::default();
-            for f in found {
-                d.absorb(f);
-            }
-            Some(d.computed())
-        }
-    }
+    Derivation::either(found)
 }
 
 /// Column `column` of entry `e`, qualified by the entry's name.
@@ -880,13 +865,7 @@ fn entry_derivation(e: &Entry) -> Derivation {
         Provides::Base(rel) => whole_row(rel),
         Provides::Columns(columns) => all_of(columns).computed(),
         Provides::Opaque(d) => d.clone().computed(),
-        Provides::Join(inner) => {
-            let mut d = Derivation::default();
-            for i in inner {
-                d.absorb(entry_derivation(i));
-            }
-            d.computed()
-        }
+        Provides::Join(inner) => inner.iter().map(entry_derivation).collect(),
     }
 }
 
