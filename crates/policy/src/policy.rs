@@ -171,6 +171,8 @@ impl std::fmt::Debug for RuleSession {
 
 /// A session's masking state.
 struct SessionMask {
+    /// The rule a masking refusal names: the first mask applying to the session.
+    rule: String,
     /// The masked columns, for the engine to resolve.
     specs: Vec<MaskedColumnSpec>,
     masker: Arc<dyn Masker>,
@@ -201,6 +203,7 @@ impl SessionMask {
             .collect();
         let resolver = Resolver::by_name(catalog_by_name(&specs));
         SessionMask {
+            rule: masks.first().map_or_else(String::new, |m| m.name.clone()),
             specs,
             masker: Arc::new(ValueMasker::new(masks, key)),
             resolver,
@@ -301,17 +304,8 @@ impl RuleSession {
                     None => Some("the statement could not be analysed for masking".to_owned()),
                 }
             };
-            reason.map(|r| (self.mask_rule_name(), r))
+            reason.map(|r| (masking.rule.clone(), r))
         })
-    }
-
-    fn mask_rule_name(&self) -> String {
-        self.shared
-            .config
-            .masks
-            .first()
-            .map(|m| m.name.clone())
-            .unwrap_or_else(|| "masking".to_owned())
     }
 
     /// The plan for one statement of an allowed command.
