@@ -1133,146 +1133,21 @@ mod tests {
     };
     use crate::recorder::{OnFailure, RecorderConfig, SessionRecorder};
     use crate::{Recordings, SealStatus, SigningKey, read_events, verify_all};
-    use std::io::{Read as _, Write as _};
-    use std::net::{TcpListener, TcpStream};
-    use std::process::{Child, Command as Process, Stdio};
+    use postern_testkit::Moto;
 
     // -----------------------------------------------------------------------------------------
-    // A throwaway S3 server: moto_server (`pip install "moto[server]"`).
+    // A throwaway S3 server: moto (postern_testkit::Moto).
 
-    /// A `moto_server` on a free port, killed on drop.
-    struct Moto {
-        child: Child,
-        port: u16,
-    }
-
-    impl Moto {
-        /// Starts moto; `None` (with a message) when `moto_server` is not installed and `CI` is
-        /// unset. Under CI a missing moto fails the test instead.
-        fn start() -> Option<Moto> {
-            // `moto_server` from pip's script directory if it is on PATH, else the module.
-            let candidates: [(&str, &[&str]); 2] =
-                [("moto_server", &[]), ("python3", &["-m", "moto.server"])];
-            let mut tried = Vec::new();
-            for (program, pre) in candidates {
-                let port = TcpListener::bind("127.0.0.1:0")
-                    .and_then(|l| l.local_addr())
-                    .expect("a free port")
-                    .port();
-                let spawned = Process::new(program)
-                    .args(pre)
-                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn();
-                let child = match spawned {
-                    Ok(child) => child,
-                    Err(e) => {
-                        tried.push(format!("{program}: {e}"));
-                        continue;
-                    }
-                };
-                let mut moto = Moto { child, port };
-                let start = Instant::now();
-                let mut exited = None;
-                while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                    if let Some(status) = moto.child.try_wait().unwrap() {
-                        exited = Some(status);
-                        break;
-                    }
-                    assert!(
-                        start.elapsed() < Duration::from_secs(60),
-                        "{program} did not listen on {port} within 60 s"
-                    );
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                match exited {
-                    None => return Some(moto),
-                    Some(status) => tried.push(format!("{program} {pre:?}: exited with {status}")),
-                }
-            }
-            let why = tried.join("; ");
-            if std::env::var_os("CI").is_some() {
-                panic!("moto cannot be started under CI ({why}): pip install \"moto[server]\"");
-            }
-            eprintln!(
-                "SKIPPED: moto cannot be started ({why}); install it with \
-                 `pip install \"moto[server]\"` to run the S3 tests"
-            );
-            None
-        }
-
-        fn endpoint(&self) -> String {
-            format!("http://127.0.0.1:{}", self.port)
-        }
-
-        /// `PUT /<bucket>`: moto does not check signatures.
-        fn create_bucket(&self, bucket: &str) {
-            let mut conn = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-            write!(
-                conn,
-                "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
-                 Connection: close\r\n\r\n",
-                self.port
-            )
-            .unwrap();
-            let mut response = String::new();
-            conn.read_to_string(&mut response).unwrap();
-            assert!(
-                response.starts_with("HTTP/1.1 200"),
-                "creating bucket {bucket}: {response}"
-            );
-        }
-
-        fn config(&self, bucket: &str, prefix: &str) -> S3Config {
-            self.create_bucket(bucket);
-            S3Config {
-                endpoint: Some(self.endpoint()),
-                access_key_id: Some("testing".into()),
-                secret_access_key: Some("testing".into()),
-                allow_http: true,
-                timeout: Duration::from_secs(2),
-                ..S3Config::from_url(&format!("s3://{bucket}/{prefix}")).unwrap()
-            }
-        }
-
-        fn signal(&self, sig: &str) {
-            let ok = Process::new("kill")
-                .args([sig, &self.child.id().to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "kill {sig} moto_server");
-        }
-
-        /// SIGSTOP: connections are accepted by the kernel but never answered.
-        fn pause(&self) {
-            self.signal("-STOP");
-        }
-
-        fn resume(&self) {
-            self.signal("-CONT");
-        }
-
-        fn kill(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    impl Drop for Moto {
-        fn drop(&mut self) {
-            self.resume_quietly();
-            self.kill();
-        }
-    }
-
-    impl Moto {
-        fn resume_quietly(&self) {
-            let _ = Process::new("kill")
-                .args(["-CONT", &self.child.id().to_string()])
-                .stderr(Stdio::null())
-                .status();
+    /// A sink config for a fresh bucket on `moto`.
+    fn s3_config(moto: &Moto, bucket: &str, prefix: &str) -> S3Config {
+        moto.create_bucket(bucket);
+        S3Config {
+            endpoint: Some(moto.endpoint()),
+            access_key_id: Some("testing".into()),
+            secret_access_key: Some("testing".into()),
+            allow_http: true,
+            timeout: Duration::from_secs(2),
+            ..S3Config::from_url(&format!("s3://{bucket}/{prefix}")).unwrap()
         }
     }
 
@@ -1392,7 +1267,7 @@ mod tests {
     #[test]
     fn parts_are_uploaded_at_every_flush_and_download_into_a_verifiable_recording() {
         let Some(moto) = Moto::start() else { return };
-        let store = S3Store::new(moto.config("rec", "gw/recordings")).unwrap();
+        let store = S3Store::new(s3_config(&moto, "rec", "gw/recordings")).unwrap();
         store.check().unwrap();
         let prefix = store.session_prefix("s1");
         let sink = store.create_sink("s1").unwrap();
@@ -1463,7 +1338,7 @@ mod tests {
     #[test]
     fn parts_are_write_once_so_two_writers_cannot_share_a_recording() {
         let Some(moto) = Moto::start() else { return };
-        let store = S3Store::new(moto.config("rec", "")).unwrap();
+        let store = S3Store::new(s3_config(&moto, "rec", "")).unwrap();
         let mut a = store.create_sink("dup").unwrap();
         let mut b = store.create_sink("dup").unwrap();
         a.append_chunk(0, b"first writer").unwrap();
@@ -1482,7 +1357,7 @@ mod tests {
         let Some(mut moto) = Moto::start() else {
             return;
         };
-        let store = S3Store::new(moto.config("rec", "p")).unwrap();
+        let store = S3Store::new(s3_config(&moto, "rec", "p")).unwrap();
         let sink = store.create_sink("s1").unwrap();
         let mut rec =
             SessionRecorder::start(session_start("s1"), Box::new(sink), signer(), config())
@@ -1537,7 +1412,7 @@ mod tests {
     #[test]
     fn best_effort_an_outage_becomes_a_signed_gap() {
         let Some(moto) = Moto::start() else { return };
-        let store = S3Store::new(moto.config("rec", "p")).unwrap();
+        let store = S3Store::new(s3_config(&moto, "rec", "p")).unwrap();
         let sink = store.create_sink("s1").unwrap();
         let cfg = RecorderConfig {
             on_failure: OnFailure::BestEffort,
@@ -1568,7 +1443,7 @@ mod tests {
     #[test]
     fn recordings_in_s3_are_recovered_logged_and_mirrored() {
         let Some(moto) = Moto::start() else { return };
-        let cfg = moto.config("rec", "gw");
+        let cfg = s3_config(&moto, "rec", "gw");
         let local = tempfile::tempdir().unwrap();
         let open = || {
             let signer = Signer::new("postern.test", SigningKey::from_bytes(&[1; 32])).unwrap();

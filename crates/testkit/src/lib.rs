@@ -20,11 +20,13 @@
 #![deny(missing_docs)]
 
 mod certs;
+mod moto;
 mod postgres;
 mod process;
 mod sample;
 
 pub use certs::TestCerts;
+pub use moto::Moto;
 pub use postgres::{AuthMethod, Builder, TempPostgres};
 pub use process::{find_bin_dir, is_root};
 pub use sample::{SAMPLE_SQL, SAMPLE_TABLES};

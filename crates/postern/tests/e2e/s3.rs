@@ -11,10 +11,9 @@
 //!   back and the gateway restarted, the broken recording is sealed as interrupted in the
 //!   bucket and everything verifies.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use postern_record::{
@@ -29,108 +28,24 @@ const SECRET_VAR: &str = "POSTERN_E2E_S3_SECRET";
 const BUCKET: &str = "recordings";
 const PREFIX: &str = "gw/e2e";
 
-/// A `moto_server` on a free port; killed (after a SIGCONT) on drop.
-struct Moto {
-    child: Child,
-    port: u16,
+/// moto (`postern_testkit::Moto`) with the test's bucket, and the gateway settings that send
+/// recordings to it.
+struct Moto(postern_testkit::Moto);
+
+impl std::ops::Deref for Moto {
+    type Target = postern_testkit::Moto;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Moto {
-    /// Starts moto with the bucket created; `None` with a message when `moto_server` is not
-    /// installed and `CI` is unset.
+    /// Starts moto with the bucket created; `None` with a message when moto is not installed
+    /// and `CI` is unset.
     fn start() -> Option<Moto> {
-        // `moto_server` from pip's script directory if it is on PATH, else the module.
-        let candidates: [(&str, &[&str]); 2] =
-            [("moto_server", &[]), ("python3", &["-m", "moto.server"])];
-        let mut tried = Vec::new();
-        for (program, pre) in candidates {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let spawned = Command::new(program)
-                .args(pre)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            let child = match spawned {
-                Ok(child) => child,
-                Err(e) => {
-                    tried.push(format!("{program}: {e}"));
-                    continue;
-                }
-            };
-            let mut moto = Moto { child, port };
-            let start = Instant::now();
-            let mut exited = None;
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if let Some(status) = moto.child.try_wait().unwrap() {
-                    exited = Some(status);
-                    break;
-                }
-                assert!(
-                    start.elapsed() < Duration::from_secs(60),
-                    "{program} did not listen on {port} within 60 s"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            match exited {
-                None => {
-                    moto.create_bucket(BUCKET);
-                    return Some(moto);
-                }
-                Some(status) => tried.push(format!("{program} {pre:?}: exited with {status}")),
-            }
-        }
-        let why = tried.join("; ");
-        if std::env::var_os("CI").is_some() {
-            panic!("moto cannot be started under CI ({why}): pip install \"moto[server]\"");
-        }
-        eprintln!(
-            "SKIPPED: moto cannot be started ({why}); install it with \
-             `pip install \"moto[server]\"` to run the S3 tests"
-        );
-        None
-    }
-
-    /// `PUT /<bucket>` (moto does not check signatures).
-    fn create_bucket(&self, bucket: &str) {
-        let mut conn = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            conn,
-            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
-             Connection: close\r\n\r\n",
-            self.port
-        )
-        .unwrap();
-        let mut response = String::new();
-        conn.read_to_string(&mut response).unwrap();
-        assert!(
-            response.starts_with("HTTP/1.1 200"),
-            "creating bucket {bucket}: {response}"
-        );
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
-
-    /// SIGSTOP: the kernel still accepts connections, nothing answers them.
-    fn pause(&self) {
-        self.signal("-STOP");
-    }
-
-    fn resume(&self) {
-        self.signal("-CONT");
+        let moto = postern_testkit::Moto::start()?;
+        moto.create_bucket(BUCKET);
+        Some(Moto(moto))
     }
 
     /// The `[recording]` section that sends recordings to this server.
@@ -174,14 +89,6 @@ impl Moto {
             ..S3Config::from_url(&format!("s3://{BUCKET}/{PREFIX}")).unwrap()
         })
         .unwrap()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.resume();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
