@@ -342,35 +342,39 @@ impl ResultMasking {
             return Ok(None);
         }
         let values = frame::data_row(body)?;
-        let mut changed = false;
-        let mut out = BytesMut::with_capacity(body.len() + 16);
-        let at = frame::begin(&mut out, b'D');
-        out.put_i16(values.len() as i16);
-        let mut scratch = Vec::new();
+        // The row is only re-encoded from its first changed value on; a row with nothing to
+        // change (the common case with detectors alone) allocates nothing.
+        let mut out: Option<(BytesMut, usize)> = None;
         for (i, value) in values.iter().enumerate() {
-            let mask = shape.columns.get(i).copied().unwrap_or(ColumnMask::Derived);
-            let Some(value) = value else {
-                out.put_i32(-1);
-                continue;
-            };
-            scratch.clear();
-            if mask.is_masked() {
-                self.masker.mask_value(mask, value, &mut scratch);
-                changed = true;
-            } else if scanning
-                && shape.scan.get(i).copied().unwrap_or(true)
-                && let Some(clean) = self.masker.scrub(value)
-            {
-                scratch = clean;
-                changed = true;
-            } else {
-                scratch.extend_from_slice(value);
+            let replacement = value.and_then(|v| {
+                let mask = shape.columns.get(i).copied().unwrap_or(ColumnMask::Derived);
+                if mask.is_masked() {
+                    let mut masked = Vec::new();
+                    self.masker.mask_value(mask, v, &mut masked);
+                    Some(masked)
+                } else if scanning && shape.scan.get(i).copied().unwrap_or(true) {
+                    self.masker.scrub(v)
+                } else {
+                    None
+                }
+            });
+            if replacement.is_some() && out.is_none() {
+                let mut row = BytesMut::with_capacity(body.len() + 16);
+                let at = frame::begin(&mut row, b'D');
+                row.put_i16(values.len() as i16);
+                for earlier in &values[..i] {
+                    put_value(&mut row, *earlier);
+                }
+                out = Some((row, at));
             }
-            out.put_i32(scratch.len() as i32);
-            out.put_slice(&scratch);
+            if let Some((row, _)) = &mut out {
+                put_value(row, replacement.as_deref().or(*value));
+            }
         }
-        frame::finish(&mut out, at);
-        Ok(changed.then_some(out))
+        Ok(out.map(|(mut row, at)| {
+            frame::finish(&mut row, at);
+            row
+        }))
     }
 
     /// A row whose description the gateway never saw and whose statement needs no lineage
@@ -487,6 +491,17 @@ impl ResultMasking {
         out.put_u8(0);
         frame::finish(&mut out, at);
         Ok(Some(out))
+    }
+}
+
+/// Appends one DataRow value (`None` = NULL).
+fn put_value(out: &mut BytesMut, value: Option<&[u8]>) {
+    match value {
+        Some(v) => {
+            out.put_i32(v.len() as i32);
+            out.put_slice(v);
+        }
+        None => out.put_i32(-1),
     }
 }
 
