@@ -183,6 +183,18 @@ pub struct StatementPlan {
     pub copy: Option<CopyFormat>,
 }
 
+impl StatementPlan {
+    /// The plan of a statement whose results cannot be traced (an unknown cursor or prepared
+    /// statement, a text the server may read differently): every column is masked.
+    pub fn opaque() -> StatementPlan {
+        StatementPlan {
+            outputs: Outputs::Opaque,
+            touches_masked: true,
+            copy: None,
+        }
+    }
+}
+
 /// How to mask the results of one command: one plan per statement in its text, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ResultPlan {

@@ -98,7 +98,16 @@ impl State {
     /// The plan of the statement whose results are arriving now, if any.
     fn front_plan(&self) -> Option<StatementPlan> {
         match self.expect.front()? {
-            Expect::Query { plan, index } => plan.as_ref()?.statements.get(*index).cloned(),
+            // A statement beyond the plan's (the readings of the text differed): opaque.
+            Expect::Query { plan, index } => {
+                let plan = plan.as_ref()?;
+                Some(
+                    plan.statements
+                        .get(*index)
+                        .cloned()
+                        .unwrap_or_else(StatementPlan::opaque),
+                )
+            }
             Expect::Execute(p) => p.statement.plan.clone(),
             Expect::DescribeStatement(s) => s.plan.clone(),
             Expect::DescribePortal(p) => p.statement.plan.clone(),
@@ -511,11 +520,7 @@ fn unknown_if_missing(s: Arc<Statement>) -> Arc<Statement> {
     }
     // Never parsed through this relay (e.g. an unknown name): its results are opaque.
     Arc::new(Statement {
-        plan: Some(StatementPlan {
-            outputs: Outputs::Opaque,
-            touches_masked: true,
-            copy: None,
-        }),
+        plan: Some(StatementPlan::opaque()),
         shape: Mutex::new(None),
     })
 }

@@ -15,8 +15,8 @@ use crate::mask::ValueMasker;
 use crate::plan::Resolver;
 use crate::rules::{ApprovalSpec, CompiledRule, View};
 use postern_core::mask::{
-    CatalogColumn, CatalogRelation, ColumnMask, MaskId, MaskedColumnSpec, Masker, Outputs,
-    RelationKind, ResultPlan, SessionMasking, StatementPlan,
+    CatalogColumn, CatalogRelation, ColumnMask, MaskId, MaskedColumnSpec, Masker, RelationKind,
+    ResultPlan, SessionMasking, StatementPlan,
 };
 use postern_core::{
     Command, CommandSource, Decision, Identity, MaskCatalog, Policy, SessionPolicy, Target,
@@ -314,13 +314,8 @@ impl RuleSession {
         prepared: &HashMap<String, Arc<StatementAnalysis>>,
         stmt: &StatementAnalysis,
     ) -> StatementPlan {
-        let opaque = || StatementPlan {
-            outputs: Outputs::Opaque,
-            touches_masked: true,
-            copy: None,
-        };
         let Some(lineage) = &stmt.lineage else {
-            return opaque();
+            return StatementPlan::opaque();
         };
         if let Some((name, items)) = &lineage.declares {
             masking.cursors.insert(name.clone(), Arc::clone(items));
@@ -328,13 +323,13 @@ impl RuleSession {
         if let Some(name) = &lineage.fetches {
             return match masking.cursors.get(name) {
                 Some(items) => masking.resolver.plan(lineage, Some(items)),
-                None => opaque(),
+                None => StatementPlan::opaque(),
             };
         }
         if let Some(name) = stmt.executes.first() {
             return match prepared.get(name).and_then(|p| p.lineage.clone()) {
                 Some(inner) => masking.resolver.plan(&inner, inner.outputs.as_deref()),
-                None => opaque(),
+                None => StatementPlan::opaque(),
             };
         }
         masking.resolver.plan(lineage, lineage.outputs.as_deref())
@@ -413,7 +408,9 @@ impl SessionPolicy for RuleSession {
             self.remember(name, statement);
         }
         if !matches!(&outcome, Some(o) if o.action == Action::Block)
-            && let Some((rule, reason)) = self.masking_refusal(&standard.statements)
+            && let Some((rule, reason)) = self
+                .masking_refusal(&standard.statements)
+                .or_else(|| legacy.and_then(|l| self.masking_refusal(&l.statements)))
         {
             return Decision::Block { rule, reason };
         }
@@ -452,6 +449,19 @@ impl SessionPolicy for RuleSession {
             return None;
         }
         let analysis = self.shared.analyzer.analyze(command.text);
+        if self.lexing_changed
+            && *analysis
+                != *self
+                    .shared
+                    .analyzer
+                    .analyze_as(command.text, Lexing::BackslashEscapes)
+        {
+            // The session changed how the server reads string literals and the two readings
+            // differ: which columns come back cannot be told, so none is trusted.
+            return Some(Arc::new(ResultPlan {
+                statements: vec![StatementPlan::opaque()],
+            }));
+        }
         let statements = analysis
             .statements
             .iter()

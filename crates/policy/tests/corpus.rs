@@ -976,6 +976,36 @@ fn masked_reads_run_with_a_result_plan_and_masked_stores_are_refused() {
     assert!(human.masking().is_none());
 }
 
+#[test]
+fn texts_read_differently_after_a_lexing_change_are_masked_as_opaque() {
+    // A mask alone (the example's rules would refuse the lexing change itself).
+    let config = PolicyConfig::from_toml(
+        "[[masks]]\nname = \"customer-pii\"\ncolumns = [\"customers.email\"]\n",
+    )
+    .unwrap();
+    let mut s = RulePolicy::new(config)
+        .unwrap()
+        .open_session(&identity(IdentityKind::Agent), &target("shop"));
+    assert_eq!(
+        query(s.as_mut(), "SET standard_conforming_strings = off"),
+        Decision::Allow
+    );
+    // Standard lexing sees `email` outside the string; the server (backslash escapes) reads
+    // one string literal. Which one runs is not the gateway's to guess.
+    let sql = "SELECT 'a\\' , email FROM customers -- '";
+    let _ = query(s.as_mut(), sql);
+    let command = Command {
+        source: CommandSource::SimpleQuery,
+        text: sql,
+        statement: None,
+    };
+    let plan = s.result_plan(&command).expect("a plan that masks");
+    assert_eq!(
+        plan.statements[0].outputs,
+        postern_core::mask::Outputs::Opaque
+    );
+}
+
 fn psql_catalog_queries() -> Vec<String> {
     let mut queries = Vec::new();
     let mut current = String::new();
