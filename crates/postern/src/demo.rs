@@ -43,6 +43,32 @@ postgres = "127.0.0.1:{port}"
 name = "shop"
 kind = "postgres"
 url = "{url}"
+
+# The policy example of docs/policy.md: agents cannot change the schema or write without a
+# WHERE, their other writes wait for a dba, and customers' personal data is masked for them.
+[[rules]]
+name = "agents-no-ddl"
+when = {{ kind = "agent", targets = ["shop"], statements = ["ddl", "privilege", "admin", "unknown"] }}
+action = "block"
+
+[[rules]]
+name = "no-unbounded-writes"
+when = {{ kind = "agent", statements = ["unbounded_write"] }}
+action = "block"
+
+[[rules]]
+name = "agent-writes-need-approval"
+when = {{ kind = "agent", statements = ["write"] }}
+action = "approve"
+approvers = ["dba"]
+timeout = "5m"
+
+[[masks]]
+name = "customer-pii"
+when = {{ kind = "agent", targets = ["shop"] }}
+columns = ["customers.ssn", "customers.email", "customers.card"]
+detectors = ["email", "credit_card", "us_ssn", "iban", "phone"]
+strategy = "redact"
 "#,
         data = data_dir.path().display(),
         url = upstream.url("shop"),
@@ -67,10 +93,15 @@ url = "{url}"
          \n\
          PGPASSWORD='{token}' psql \"host={host} port={port} dbname=shop user=demo-agent sslmode=require\"\n\
          \n\
-         Then try:\n  \
-           SELECT id, name, email FROM customers ORDER BY id LIMIT 5;\n  \
+         Then try (the policy of docs/policy.md applies to this agent):\n  \
+           SELECT id, name, email, phone FROM customers ORDER BY id LIMIT 5;   -- masked\n  \
            SELECT count(*) FROM orders;\n  \
+           DROP TABLE orders;                                  -- refused (agents-no-ddl)\n  \
+           UPDATE orders SET status = 'paid' WHERE id = 1000;  -- held for a dba\n  \
            \\d customers\n\
+         \n\
+         Decide held statements as a dba: postern --config {config} approvals list / approve ID\n\
+         (with POSTERN_TOKEN from the token command below, --group dba).\n\
          \n\
          More tokens: postern --config {config} token issue --subject alice --group dba --kind human\n\
          Press Ctrl-C to stop the demo (the database and the gateway go away with it).",

@@ -30,7 +30,8 @@ fn demo_prints_a_psql_line_that_works() {
         Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "{line} -X -A -t -c 'SELECT count(*) FROM customers' -c '\\conninfo'"
+                "{line} -X -A -t -c 'SELECT count(*) FROM customers' \
+                 -c 'SELECT email FROM customers WHERE id = 1' -c '\\conninfo'"
             ))
             .output()
             .expect("run sh")
@@ -49,6 +50,11 @@ fn demo_prints_a_psql_line_that_works() {
         stdout.lines().next(),
         Some("50"),
         "expected the 50 sample customers: {stdout}"
+    );
+    assert_eq!(
+        stdout.lines().nth(1),
+        Some("[masked]"),
+        "the demo's policy masks customers' e-mail addresses for the agent: {stdout}"
     );
     assert!(
         stdout.contains("SSL connection"),
