@@ -87,9 +87,20 @@ async fn an_admin_terminates_a_live_psql_session() {
     };
     assert_eq!(last["type"], "session_end");
     assert_eq!(last["reason"], ended);
-    let detail = http
-        .get_ok(&format!("/api/v1/sessions/{id}"), &p.admin)
-        .await;
+    // The sessions index is closed just after the recording is sealed: wait for it too.
+    let detail = loop {
+        let detail = http
+            .get_ok(&format!("/api/v1/sessions/{id}"), &p.admin)
+            .await;
+        if !detail["close_reason"].is_null() {
+            break detail;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sessions index was not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(detail["close_reason"], ended);
     assert_eq!(detail["live"], json!(false));
     assert_eq!(detail["verification"]["status"], "verified", "{detail}");
