@@ -4,7 +4,9 @@
 //! - `analysis/cold/*`: parsing and classifying a text the cache has not seen (with and
 //!   without the lineage that masking needs);
 //! - `analysis/cached/*`: the same text from the shared cache (the steady state of prepared and
-//!   extended-protocol clients, and of any repeated statement text).
+//!   extended-protocol clients, and of any repeated statement text);
+//! - `analysis/same_shape/*`: a text the cache has not seen but whose shape it has (other
+//!   literal values, other lengths: `pgbench -M simple`, clients that inline values).
 //!
 //! Run: `cargo bench -p postern-policy --bench analysis` (add `-- --quick` for a fast pass).
 
@@ -43,6 +45,10 @@ fn analysis(c: &mut Criterion) {
         analyzer.analyze(sql);
         group.bench_function(format!("cached/{name}"), |b| {
             b.iter(|| analyzer.analyze(black_box(sql)))
+        });
+        let other_values = sql.replace("48213", "7").replace("'paid'", "'open'");
+        group.bench_function(format!("same_shape/{name}"), |b| {
+            b.iter(|| analyzer.analyze(black_box(&other_values)))
         });
     }
     group.finish();

@@ -152,6 +152,10 @@ pub struct StatementAnalysis {
     /// Where its results and stored values come from, when lineage was asked for (sessions
     /// with masks need it; others skip the cost).
     pub lineage: Option<Arc<Lineage>>,
+    /// A plain `SELECT`/`INSERT`/`UPDATE`/`DELETE`/`MERGE` whose analysis reads no literal's
+    /// value: every text differing from it only in literal values analyses the same, so the
+    /// cache shares one analysis among them (see the `shape` module).
+    pub literal_free: bool,
 }
 
 impl StatementAnalysis {
@@ -168,6 +172,7 @@ impl StatementAnalysis {
             prepares: None,
             changes_lexing: false,
             lineage: None,
+            literal_free: false,
         }
     }
 
@@ -446,6 +451,15 @@ fn classify(
         let tree = serde_json::to_value(node).unwrap_or_default();
         s.lineage = Some(Arc::new(crate::lineage::of_statement(&tree)));
     }
+    s.literal_free = !facts.literal_args
+        && matches!(
+            node,
+            NodeEnum::SelectStmt(_)
+                | NodeEnum::InsertStmt(_)
+                | NodeEnum::UpdateStmt(_)
+                | NodeEnum::DeleteStmt(_)
+                | NodeEnum::MergeStmt(_)
+        );
     s
 }
 

@@ -27,6 +27,7 @@ pub mod mask;
 mod plan;
 pub mod policy;
 pub mod rules;
+mod shape;
 mod verb;
 mod walk;
 

@@ -98,6 +98,9 @@ pub(crate) struct Facts {
     pub locking: bool,
     /// Names of prepared statements run by an `EXECUTE` anywhere.
     pub executes: Vec<String>,
+    /// A string literal's value was kept as a function argument (classification may depend
+    /// on it: `set_config('role', …)`, `pg_read_file('/etc/passwd')`).
+    pub literal_args: bool,
     /// The type name of the walked statement (`SelectStmt`, `DropStmt`, …).
     pub root: &'static str,
 }
@@ -397,6 +400,7 @@ impl Walker {
                     && let Some(last) = self.facts.functions[p3.slot].args.last_mut()
                 {
                     *last = Some(v.to_owned());
+                    self.facts.literal_args = true;
                 }
             }
             _ => {}

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use postern_auth::{GatewayKey, GatewayTokenVerifier, MultiAuthenticator, OidcVerifier};
 use postern_core::{AllowAll, Authenticator, Policy, Store, Target};
 use postern_pg::{Limits, PgEngine, PgTarget, PgUrl, Seams, Secret, UpstreamTlsMode};
+use postern_policy::Analyzer;
 use postern_store::SqliteStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,7 +56,7 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
         ..Limits::default()
     };
     let node = config.recording.node.clone().unwrap_or_else(tls::hostname);
-    let (policy, policy_version) = build_policy(config, mask_key(&key))?;
+    let (policy, policy_version, analyzer) = build_policy(config, mask_key(&key))?;
     let seams = Seams {
         authenticator: authenticator.clone(),
         policy,
@@ -100,7 +101,8 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
     let pg = tokio::spawn(engine.serve(pg_listener, shutdown.clone()));
     let http = match http_listener {
         Some(listener) => {
-            let state = http::HttpState::new(config, store, authenticator, target_list, live)?;
+            let mut state = http::HttpState::new(config, store, authenticator, target_list, live)?;
+            state.analyzer = analyzer;
             let app = http::app(Arc::new(state)).merge(mcp.router(postgres_addr, &shutdown)?);
             Some(tokio::spawn(http::serve(listener, app, shutdown.clone())))
         }
@@ -170,8 +172,9 @@ async fn close_interrupted_sessions(store: &dyn Store) -> Result<()> {
     Ok(())
 }
 
-/// The decision point: allow-all when no rules or masks are configured, else the rule engine.
-/// The version stamped on recordings is a digest of the policy's configuration.
+/// The decision point: allow-all when no rules or masks are configured, else the rule engine
+/// (with its analysis cache, whose statistics `/metrics` shows). The version stamped on
+/// recordings is a digest of the policy's configuration.
 /// The key of the `hash` mask strategy: secret (only the gateway's signing key can produce
 /// it) and stable across restarts and across nodes sharing the key. Ed25519 signatures are
 /// deterministic, so the signature of a fixed label serves as a derived key.
@@ -185,16 +188,17 @@ fn mask_key(key: &GatewayKey) -> [u8; 32] {
 fn build_policy(
     config: &RawConfig,
     mask_key: [u8; 32],
-) -> Result<(Arc<dyn Policy>, Option<String>)> {
+) -> Result<(Arc<dyn Policy>, Option<String>, Option<Arc<Analyzer>>)> {
     let policy = config.policy();
     if policy.rules.is_empty() && policy.masks.is_empty() {
-        return Ok((Arc::new(AllowAll), None));
+        return Ok((Arc::new(AllowAll), None, None));
     }
     let version = format!("{:016x}", fnv1a(format!("{policy:?}").as_bytes()));
     let rules = postern_policy::RulePolicy::new(policy)
         .context("compiling the policy")?
         .with_mask_key(mask_key);
-    Ok((Arc::new(rules), Some(version)))
+    let analyzer = Arc::clone(rules.analyzer());
+    Ok((Arc::new(rules), Some(version), Some(analyzer)))
 }
 
 /// A stable 64-bit digest (FNV-1a), enough to tell policy versions apart in recordings.

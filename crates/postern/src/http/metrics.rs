@@ -17,6 +17,13 @@ use std::time::Duration;
 
 /// Approvals waiting for a decision, in the shared store.
 pub const APPROVALS_PENDING: &str = "postern_approvals_pending";
+/// Statements whose analysis came from the cache (same text, or same shape with other
+/// literal values).
+pub const ANALYSIS_CACHE_HITS: &str = "postern_analysis_cache_hits_total";
+/// Statements the gateway had to parse.
+pub const ANALYSIS_CACHE_MISSES: &str = "postern_analysis_cache_misses_total";
+/// Texts and shapes held by the analysis cache.
+pub const ANALYSIS_CACHE_ENTRIES: &str = "postern_analysis_cache_entries";
 
 /// Histogram buckets, in seconds: from a fast statement to a long approval wait.
 const BUCKETS: &[f64] = &[
@@ -73,6 +80,12 @@ async fn render(State(state): State<Arc<HttpState>>) -> Response {
     {
         Ok(pending) => metrics::gauge!(APPROVALS_PENDING).set(pending.len() as f64),
         Err(e) => tracing::warn!(error = %e, "cannot count pending approvals for /metrics"),
+    }
+    if let Some(analyzer) = &state.analyzer {
+        let stats = analyzer.stats();
+        metrics::counter!(ANALYSIS_CACHE_HITS).absolute(stats.hits);
+        metrics::counter!(ANALYSIS_CACHE_MISSES).absolute(stats.misses);
+        metrics::gauge!(ANALYSIS_CACHE_ENTRIES).set(stats.entries as f64);
     }
     (
         [(

@@ -44,6 +44,9 @@ pub struct HttpState {
     pub decisions_cache: api::sessions::DecisionsCache,
     /// Renders `/metrics` (`None`: not served).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The policy's statement-analysis cache, whose statistics `/metrics` reports (`None`:
+    /// no rules or masks, nothing is analysed).
+    pub analyzer: Option<Arc<postern_policy::Analyzer>>,
     /// The console's OIDC login, when `[console.oidc]` is set.
     pub oidc: Option<oidc::OidcLogin>,
 }
@@ -98,6 +101,7 @@ impl HttpState {
             live,
             decisions_cache: Default::default(),
             metrics: Some(metrics),
+            analyzer: None,
             oidc: config
                 .console
                 .oidc

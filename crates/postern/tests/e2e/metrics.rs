@@ -167,3 +167,38 @@ async fn metrics_and_audit_lines_follow_what_clients_do() {
     assert!(decided[1]["detail"].as_str().unwrap().contains(&id));
     assert!(decided[0]["at"].as_str().unwrap().ends_with('Z'));
 }
+
+/// `pgbench -M simple` writes each account id into the statement text; the analysis cache
+/// shares one analysis among those texts (same shape), so the gateway parses a handful of
+/// statements, not one per transaction, and `/metrics` says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_differing_only_in_values_are_parsed_once() {
+    let fx = Fixture::with(|pg| GatewayConfig::shop(pg).raw(POLICY));
+    fx.direct(SHOP).pgbench_init();
+    let p = People::issue(&fx.gw);
+    let agent = fx.gw.conn_with(SHOP, "agent-7", &p.agent, fx.pg.bin_dir());
+    let run = agent
+        .command("pgbench")
+        .args(["-n", "-S", "-M", "simple", "-t", "300", "-c", "2"])
+        .output()
+        .unwrap();
+    assert_success(&run, "pgbench -S -M simple through the gateway");
+    assert!(
+        String::from_utf8_lossy(&run.stdout)
+            .contains("number of transactions actually processed: 600"),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+
+    let (status, body) = Http::new(&fx.gw).send("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let text = body.as_str().unwrap();
+    let hits = sample(text, "postern_analysis_cache_hits_total").expect(text);
+    let misses = sample(text, "postern_analysis_cache_misses_total").expect(text);
+    assert!(hits >= 600.0, "hits {hits}\n{text}");
+    assert!(
+        misses <= 20.0,
+        "600 statements of one shape: misses {misses}\n{text}"
+    );
+    assert!(sample(text, "postern_analysis_cache_entries").expect(text) >= 1.0);
+}

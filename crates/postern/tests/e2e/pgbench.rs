@@ -13,12 +13,7 @@ fn pgbench_runs_clean_in_every_query_mode() {
             .expect("creating the bench database");
         GatewayConfig::shop(pg).target(Target::new("bench", pg.url("bench")))
     });
-    let mut init = fx.direct("bench").command("pgbench");
-    init.args(["-i", "-s", "1", "-q"]);
-    assert_success(
-        &run_with_timeout(init, None, Duration::from_secs(120)),
-        "pgbench -i (direct)",
-    );
+    fx.direct("bench").pgbench_init();
 
     for mode in ["simple", "extended", "prepared"] {
         let mut cmd = fx.gateway("bench").command("pgbench");

@@ -170,17 +170,7 @@ fn pgbench_select_only_passes_in_every_protocol_mode() {
     let (fx, agent) = fixture();
     let out = fx.direct(SHOP).psql(&["-c", "SELECT 1"], None);
     assert_success(&out, "direct");
-    let init = fx
-        .direct(SHOP)
-        .command("pgbench")
-        .args(["-i", "-s", "1", "-q"])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "pgbench -i: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    fx.direct(SHOP).pgbench_init();
     for mode in ["simple", "extended", "prepared"] {
         let run = agent
             .command("pgbench")

@@ -383,12 +383,7 @@ fn pgbench_extended_sessions_are_recorded_and_verify() {
             .expect("creating the bench database");
         GatewayConfig::shop(pg).target(Target::new("bench", pg.url("bench")))
     });
-    let mut init = fx.direct("bench").command("pgbench");
-    init.args(["-i", "-s", "1", "-q"]);
-    assert_success(
-        &run_with_timeout(init, None, Duration::from_secs(120)),
-        "pgbench -i (direct)",
-    );
+    fx.direct("bench").pgbench_init();
 
     let mut cmd = fx.gateway("bench").command("pgbench");
     cmd.args(["-n", "-t", "100", "-c", "2", "-M", "extended"]);

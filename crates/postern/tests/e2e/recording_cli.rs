@@ -354,12 +354,7 @@ fn a_pgbench_run_is_recorded_verified_and_replayed() {
             .expect("creating the bench database");
         GatewayConfig::shop(pg).target(Target::new("bench", pg.url("bench")))
     });
-    let mut init = fx.direct("bench").command("pgbench");
-    init.args(["-i", "-s", "1", "-q"]);
-    assert_success(
-        &run_with_timeout(init, None, Duration::from_secs(120)),
-        "pgbench -i (direct)",
-    );
+    fx.direct("bench").pgbench_init();
     // The sandbox: a copy of the database as it was before the run.
     fx.pg
         .psql("postgres", "CREATE DATABASE bench_sandbox TEMPLATE bench")

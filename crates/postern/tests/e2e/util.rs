@@ -625,6 +625,16 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// `pgbench -i -s 1` on this connection's database (pgbench's tables, 100,000 accounts).
+    pub fn pgbench_init(&self) {
+        let mut init = self.command("pgbench");
+        init.args(["-i", "-s", "1", "-q"]);
+        assert_success(
+            &run_with_timeout(init, None, Duration::from_secs(120)),
+            "pgbench -i",
+        );
+    }
+
     pub fn sslmode(mut self, mode: &str) -> Conn {
         self.sslmode = mode.into();
         self
