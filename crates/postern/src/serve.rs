@@ -52,6 +52,7 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
         handshake_timeout: config.limits.handshake_timeout,
         connect_timeout: config.limits.connect_timeout,
         max_connections: config.limits.max_connections,
+        session_threads: config.session_threads(),
         ..Limits::default()
     };
     let node = config.recording.node.clone().unwrap_or_else(tls::hostname);
