@@ -8,8 +8,8 @@
 //! per thread, the thread that waits in `epoll_wait` for a session's sockets is the one that
 //! runs it: no cross-thread wake-ups, and a session's buffers stay in one core's cache. This
 //! is the layout of haproxy and pgbouncer (an event loop per thread). Measured with
-//! `pgbench -S` at 16 clients on 2 cores, the gateway's CPU per transaction dropped by about a
-//! third and its context switches per transaction by half (docs/performance.md).
+//! `pgbench -S` at 16 clients on 2 cores, the gateway's CPU per transaction dropped by 20-30 %
+//! and its context switches per transaction by 25-35 % (docs/performance.md).
 //!
 //! The price: a session that blocks its thread (a synchronous recording flush that waits for
 //! the disk, for instance) delays the other sessions on that thread, where the multi-threaded
