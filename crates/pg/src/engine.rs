@@ -5,6 +5,7 @@ use crate::error::Refusal;
 use crate::live::LiveSessions;
 use crate::session;
 use crate::target::PgTarget;
+use crate::workers::SessionThreads;
 use bytes::BytesMut;
 use postern_core::{Approvals, Authenticator, Policy, Recorder, Store};
 use std::collections::HashMap;
@@ -29,6 +30,9 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// Concurrent client connections.
     pub max_connections: usize,
+    /// Threads that run sessions, each with its own event loop (see [`crate::workers`]);
+    /// 0: sessions share the runtime that accepts them. Default: one per core.
+    pub session_threads: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +43,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            session_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -127,6 +132,16 @@ impl PgEngine {
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.limits.max_connections));
         let tasks = TaskTracker::new();
+        let threads = match self.limits.session_threads {
+            0 => None,
+            n => match SessionThreads::start(n) {
+                Ok(threads) => Some(threads),
+                Err(e) => {
+                    tracing::warn!(error = %e, "session threads could not be started; sessions run on the main runtime");
+                    None
+                }
+            },
+        };
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -146,13 +161,41 @@ impl PgEngine {
             };
             let engine = self.clone();
             let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                session::serve_connection(engine, tcp, peer, shutdown).await;
-                drop(permit);
-            });
+            let Some(threads) = &threads else {
+                tasks.spawn(async move {
+                    session::serve_connection(engine, tcp, peer, shutdown).await;
+                    drop(permit);
+                });
+                continue;
+            };
+            // The socket moves to the chosen thread's event loop: deregistered here,
+            // registered there.
+            let tcp = match tcp.into_std() {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "accepted connection could not be handed over");
+                    continue;
+                }
+            };
+            let (thread, placement) = threads.place();
+            tasks.spawn_on(
+                async move {
+                    match tokio::net::TcpStream::from_std(tcp) {
+                        Ok(tcp) => session::serve_connection(engine, tcp, peer, shutdown).await,
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "accepted connection could not be registered")
+                        }
+                    }
+                    drop(placement);
+                    drop(permit);
+                },
+                thread,
+            );
         }
         tasks.close();
         tasks.wait().await;
+        // Every session has ended: the threads can stop.
+        drop(threads);
     }
 }
 

@@ -26,6 +26,7 @@ pub mod startup;
 pub mod stream;
 pub mod target;
 pub mod upstream;
+pub mod workers;
 
 pub use engine::{Limits, PgEngine, Seams};
 pub use error::Refusal;

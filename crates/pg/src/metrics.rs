@@ -22,12 +22,23 @@ pub const STATEMENT_SECONDS: &str = "postern_statement_duration_seconds";
 
 /// Statement latency in one session: every Query, Sync and FunctionCall the client sends gets
 /// exactly one ReadyForQuery back, in order, so a queue of send times pairs them up.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Latency {
     sent: Mutex<VecDeque<Instant>>,
+    /// The session's target's histogram, looked up once: a lookup by name and label hashes
+    /// and allocates, on every statement.
+    histogram: metrics::Histogram,
 }
 
 impl Latency {
+    /// Statement latency for a session on `target`.
+    pub fn new(target: &str) -> Self {
+        Latency {
+            sent: Mutex::default(),
+            histogram: metrics::histogram!(STATEMENT_SECONDS, "target" => target.to_owned()),
+        }
+    }
+
     /// A frame that will be answered by ReadyForQuery (`tag` Q, S or F) goes upstream.
     pub fn sent(&self, tag: u8) {
         if matches!(tag, b'Q' | b'S' | b'F') {
@@ -36,13 +47,12 @@ impl Latency {
     }
 
     /// A frame `tag` came back; ReadyForQuery (`Z`) closes the oldest statement.
-    pub fn received(&self, tag: u8, target: &str) {
+    pub fn received(&self, tag: u8) {
         if tag != b'Z' {
             return;
         }
         if let Some(at) = self.queue().pop_front() {
-            metrics::histogram!(STATEMENT_SECONDS, "target" => target.to_owned())
-                .record(at.elapsed().as_secs_f64());
+            self.histogram.record(at.elapsed().as_secs_f64());
         }
     }
 

@@ -93,6 +93,8 @@ pub struct RelayContext<'a> {
     masking: Option<ResultMasking>,
     /// Statement latency (the `postern_statement_duration_seconds` histogram).
     latency: crate::metrics::Latency,
+    /// `postern_statements_total{decision="allow"}`, looked up once (most statements).
+    allowed: metrics::Counter,
 }
 
 impl<'a> RelayContext<'a> {
@@ -120,7 +122,8 @@ impl<'a> RelayContext<'a> {
             refusals: Mutex::new(VecDeque::new()),
             next_refusal: AtomicU64::new(0),
             masking: None,
-            latency: Default::default(),
+            latency: crate::metrics::Latency::new(&target.name),
+            allowed: metrics::counter!(crate::metrics::STATEMENTS, "decision" => Decision::Allow.as_str()),
         }
     }
 
@@ -372,6 +375,10 @@ fn inspect(
             None => masking.on_query(plan),
         }
     }
+    if matches!(decision, Decision::Allow) {
+        ctx.allowed.increment(1);
+        return Ok((decision, Verdict::Forward));
+    }
     metrics::counter!(crate::metrics::STATEMENTS, "decision" => decision.as_str()).increment(1);
     let verdict = match &decision {
         Decision::Allow => return Ok((decision, Verdict::Forward)),
@@ -542,7 +549,7 @@ where
                 },
                 None => None,
             };
-            ctx.latency.received(tag, &ctx.target.name);
+            ctx.latency.received(tag);
             if tag == b'E'
                 && let Some(ours) = refused_error(ctx, frame_bytes)
             {

@@ -16,8 +16,8 @@ use crate::upstream::{self, Upstream};
 use bytes::BytesMut;
 use postern_core::event::{SessionEnd, SessionStart};
 use postern_core::{
-    AuditEvent, AuditKind, AuthError, Identity, SessionRecording, SessionRow, new_session_id,
-    now_ms,
+    AuditEvent, AuditKind, AuthError, Identity, RecordingError, SessionRecording, SessionRow,
+    new_session_id, now_ms,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -377,7 +377,12 @@ impl Session<'_> {
                 bytes_to_client: Some(traffic.to_client),
                 ..SessionEnd::new(reason.clone())
             };
-            if let Err(e) = recording.seal(end) {
+            // Sealing waits for the disk (fsync) or the object store: off the session's
+            // thread, which other sessions share.
+            let sealed = tokio::task::spawn_blocking(move || recording.seal(end))
+                .await
+                .unwrap_or_else(|e| Err(RecordingError(format!("sealing panicked: {e}"))));
+            if let Err(e) = sealed {
                 tracing::error!(session = %self.id, error = %e, "the recording could not be sealed");
             }
         }

@@ -422,6 +422,9 @@ pub struct LimitsSection {
     pub connect_timeout: Duration,
     /// Concurrent client connections.
     pub max_connections: usize,
+    /// Threads that run PostgreSQL sessions, each with its own event loop; 0: sessions share
+    /// the gateway's multi-threaded runtime. Absent: see [`RawConfig::session_threads`].
+    pub session_threads: Option<usize>,
 }
 
 impl Default for LimitsSection {
@@ -432,6 +435,7 @@ impl Default for LimitsSection {
             handshake_timeout: d.handshake_timeout,
             connect_timeout: d.connect_timeout,
             max_connections: d.max_connections,
+            session_threads: None,
         }
     }
 }
@@ -641,6 +645,25 @@ impl RawConfig {
             rules: self.rules.clone(),
             masks: self.masks.clone(),
             functions: self.functions.clone(),
+        }
+    }
+
+    /// How many threads run PostgreSQL sessions: `[limits] session_threads`, else one per
+    /// core, unless a recording's commit waits for the disk (`durability = "fsync"`) or for
+    /// the object store (an S3 sink). A commit runs on the session's thread before the
+    /// statement is forwarded; on a thread of its own it would stall every session sharing
+    /// that thread, where the shared multi-threaded runtime moves them to another worker.
+    pub fn session_threads(&self) -> usize {
+        if let Some(n) = self.limits.session_threads {
+            return n;
+        }
+        let recording = &self.recording;
+        let commits_wait =
+            recording.enabled && (recording.sink.is_some() || recording.durability == "fsync");
+        if commits_wait {
+            0
+        } else {
+            postern_pg::Limits::default().session_threads
         }
     }
 

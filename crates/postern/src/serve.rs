@@ -53,6 +53,7 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
         handshake_timeout: config.limits.handshake_timeout,
         connect_timeout: config.limits.connect_timeout,
         max_connections: config.limits.max_connections,
+        session_threads: config.session_threads(),
         ..Limits::default()
     };
     let node = config.recording.node.clone().unwrap_or_else(tls::hostname);
@@ -98,16 +99,20 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
 
     let shutdown = CancellationToken::new();
     let live = engine.live.clone();
-    let pg = tokio::spawn(engine.serve(pg_listener, shutdown.clone()));
-    let http = match http_listener {
+    // The HTTP state installs the metrics recorder: before the first session, which looks up
+    // its metric handles once.
+    let http_app = match http_listener {
         Some(listener) => {
             let mut state = http::HttpState::new(config, store, authenticator, target_list, live)?;
             state.analyzer = analyzer;
             let app = http::app(Arc::new(state)).merge(mcp.router(postgres_addr, &shutdown)?);
-            Some(tokio::spawn(http::serve(listener, app, shutdown.clone())))
+            Some((listener, app))
         }
         None => None,
     };
+    let pg = tokio::spawn(engine.serve(pg_listener, shutdown.clone()));
+    let http =
+        http_app.map(|(listener, app)| tokio::spawn(http::serve(listener, app, shutdown.clone())));
     let done = tokio::spawn(async move {
         let _ = pg.await;
         if let Some(http) = http {
