@@ -57,7 +57,11 @@ pub async fn start(config: &RawConfig) -> Result<Running> {
         ..Limits::default()
     };
     let node = config.recording.node.clone().unwrap_or_else(tls::hostname);
-    let (policy, policy_version, analyzer) = build_policy(config, mask_key(&key))?;
+    let BuiltPolicy {
+        policy,
+        version: policy_version,
+        analyzer,
+    } = build_policy(config, mask_key(&key))?;
     let seams = Seams {
         authenticator: authenticator.clone(),
         policy,
@@ -177,9 +181,6 @@ async fn close_interrupted_sessions(store: &dyn Store) -> Result<()> {
     Ok(())
 }
 
-/// The decision point: allow-all when no rules or masks are configured, else the rule engine
-/// (with its analysis cache, whose statistics `/metrics` shows). The version stamped on
-/// recordings is a digest of the policy's configuration.
 /// The key of the `hash` mask strategy: secret (only the gateway's signing key can produce
 /// it) and stable across restarts and across nodes sharing the key. Ed25519 signatures are
 /// deterministic, so the signature of a fixed label serves as a derived key.
@@ -190,20 +191,33 @@ fn mask_key(key: &GatewayKey) -> [u8; 32] {
     out
 }
 
-fn build_policy(
-    config: &RawConfig,
-    mask_key: [u8; 32],
-) -> Result<(Arc<dyn Policy>, Option<String>, Option<Arc<Analyzer>>)> {
+/// The decision point, the version stamped on recordings (a digest of the policy's
+/// configuration) and the analysis cache whose statistics `/metrics` shows.
+struct BuiltPolicy {
+    policy: Arc<dyn Policy>,
+    version: Option<String>,
+    analyzer: Option<Arc<Analyzer>>,
+}
+
+/// Allow-all when no rules or masks are configured, else the rule engine.
+fn build_policy(config: &RawConfig, mask_key: [u8; 32]) -> Result<BuiltPolicy> {
     let policy = config.policy();
     if policy.rules.is_empty() && policy.masks.is_empty() {
-        return Ok((Arc::new(AllowAll), None, None));
+        return Ok(BuiltPolicy {
+            policy: Arc::new(AllowAll),
+            version: None,
+            analyzer: None,
+        });
     }
     let version = format!("{:016x}", fnv1a(format!("{policy:?}").as_bytes()));
     let rules = postern_policy::RulePolicy::new(policy)
         .context("compiling the policy")?
         .with_mask_key(mask_key);
-    let analyzer = Arc::clone(rules.analyzer());
-    Ok((Arc::new(rules), Some(version), Some(analyzer)))
+    Ok(BuiltPolicy {
+        analyzer: Some(Arc::clone(rules.analyzer())),
+        policy: Arc::new(rules),
+        version: Some(version),
+    })
 }
 
 /// A stable 64-bit digest (FNV-1a), enough to tell policy versions apart in recordings.
