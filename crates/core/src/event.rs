@@ -17,6 +17,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use crate::packed_rows::{MalformedRow, PackedRows, RowValues};
+
 /// One recorded event: where it sits in the session and what happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -45,6 +47,10 @@ pub enum EventBody {
     RowDescription(RowDescription),
     /// A batch of result rows as the client received them (after masking).
     Rows(Rows),
+    /// Rows as an engine captured them, in one buffer ([`PackedRows`]): written exactly like
+    /// `Rows` (kind and JSON), and read back as `Rows`.
+    #[serde(rename = "rows", skip_deserializing)]
+    PackedRows(PackedRows),
     /// The end of one command's result (`SELECT 3`, `HTTP 200`, exit status...).
     CommandComplete(CommandComplete),
     /// An error the client received.
@@ -159,7 +165,7 @@ impl EventBody {
             EventBody::Command(_) => EventKind::Command,
             EventBody::Decision(_) => EventKind::Decision,
             EventBody::RowDescription(_) => EventKind::RowDescription,
-            EventBody::Rows(_) => EventKind::Rows,
+            EventBody::Rows(_) | EventBody::PackedRows(_) => EventKind::Rows,
             EventBody::CommandComplete(_) => EventKind::CommandComplete,
             EventBody::Error(_) => EventKind::Error,
             EventBody::Notice(_) => EventKind::Notice,
@@ -181,6 +187,7 @@ impl EventBody {
             EventBody::Decision(b) => serde_json::to_writer(out, b),
             EventBody::RowDescription(b) => serde_json::to_writer(out, b),
             EventBody::Rows(b) => serde_json::to_writer(out, b),
+            EventBody::PackedRows(b) => serde_json::to_writer(out, b),
             EventBody::CommandComplete(b) => serde_json::to_writer(out, b),
             EventBody::Error(b) | EventBody::Notice(b) => serde_json::to_writer(out, b),
             EventBody::Notification(b) => serde_json::to_writer(out, b),

@@ -15,6 +15,7 @@ pub mod event;
 pub mod identity;
 pub mod lineage;
 pub mod mask;
+pub mod packed_rows;
 pub mod seams;
 pub mod session;
 pub mod target;

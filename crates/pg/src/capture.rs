@@ -7,7 +7,7 @@
 use crate::frame::{self, ErrorFields, FrameError, Reader};
 use postern_core::event::{
     Column, Command, CommandComplete, CopyData, Diagnostic, Direction, EventBody, Notification,
-    RowDescription, Rows, Value,
+    PackedRows, RowDescription, Value,
 };
 
 /// The event for a client frame, or `None` for frames that carry no command of their own
@@ -85,10 +85,13 @@ fn bind(body: &[u8]) -> Result<Command, FrameError> {
     Ok(Command::bind(portal, statement, params))
 }
 
-/// Collects what the server sends into events, batching consecutive rows into one event.
+/// Collects what the server sends into events, batching consecutive rows into one event and
+/// consecutive COPY data into one event (a COPY sends a message per row). Rows are copied as
+/// they are into one buffer ([`PackedRows`]): a `DataRow` body is already in its layout.
 #[derive(Default)]
 pub struct ResultCapture {
-    rows: Vec<Vec<Value>>,
+    rows: PackedRows,
+    copy: Vec<u8>,
 }
 
 impl ResultCapture {
@@ -101,9 +104,20 @@ impl ResultCapture {
     ) -> Result<(), FrameError> {
         let body = frame::body(frame_bytes);
         let tag = frame_bytes[0];
-        if tag == b'D' {
-            self.rows.push(data_row(body)?);
-            return Ok(());
+        match tag {
+            b'D' => {
+                self.finish_copy(&mut emit);
+                return self
+                    .rows
+                    .push_encoded(body)
+                    .map_err(|_| FrameError::Malformed("DataRow"));
+            }
+            b'd' => {
+                self.finish_rows(&mut emit);
+                self.copy.extend_from_slice(body);
+                return Ok(());
+            }
+            _ => {}
         }
         self.finish(&mut emit);
         let event = match tag {
@@ -122,28 +136,33 @@ impl ResultCapture {
                     payload: r.cstr()?.to_owned(),
                 })
             }
-            b'd' => EventBody::CopyData(CopyData::new(Direction::ToClient, body)),
             _ => return Ok(()),
         };
         emit(event);
         Ok(())
     }
 
-    /// Emits the rows collected so far as one event.
+    /// Emits the rows or COPY data collected so far as one event.
     pub fn finish(&mut self, mut emit: impl FnMut(EventBody)) {
+        self.finish_rows(&mut emit);
+        self.finish_copy(&mut emit);
+    }
+
+    fn finish_rows(&mut self, mut emit: impl FnMut(EventBody)) {
         if !self.rows.is_empty() {
-            emit(EventBody::Rows(Rows {
-                rows: std::mem::take(&mut self.rows),
-            }));
+            emit(EventBody::PackedRows(std::mem::take(&mut self.rows)));
         }
     }
-}
 
-fn data_row(body: &[u8]) -> Result<Vec<Value>, FrameError> {
-    Ok(frame::data_row(body)?
-        .into_iter()
-        .map(|v| v.map_or(Value::Null, Value::from_bytes))
-        .collect())
+    fn finish_copy(&mut self, mut emit: impl FnMut(EventBody)) {
+        if !self.copy.is_empty() {
+            emit(EventBody::CopyData(CopyData::new(
+                Direction::ToClient,
+                &self.copy,
+            )));
+            self.copy.clear();
+        }
+    }
 }
 
 fn row_description(body: &[u8]) -> Result<RowDescription, FrameError> {
@@ -242,7 +261,23 @@ mod tests {
         let done = msg(b'C', |b| frame::put_cstr(b, "SELECT 2"));
         capture.on_frame(&done, |e| events.push(e)).unwrap();
         assert_eq!(events.len(), 2);
-        assert!(matches!(&events[0], EventBody::Rows(r) if r.rows.len() == 2));
+        assert!(matches!(&events[0], EventBody::PackedRows(r) if r.len() == 2));
         assert!(matches!(&events[1], EventBody::CommandComplete(c) if c.tag == "SELECT 2"));
+    }
+
+    #[test]
+    fn copy_data_is_batched_like_rows() {
+        let mut capture = ResultCapture::default();
+        let mut events = Vec::new();
+        for line in ["1\tx\n", "2\ty\n"] {
+            let data = msg(b'd', |b| b.put_slice(line.as_bytes()));
+            capture.on_frame(&data, |e| events.push(e)).unwrap();
+        }
+        let done = msg(b'c', |_| {});
+        capture.on_frame(&done, |e| events.push(e)).unwrap();
+        capture.finish(|e| events.push(e));
+        assert_eq!(events.len(), 1);
+        assert!(matches!(&events[0], EventBody::CopyData(c)
+            if c.direction == Direction::ToClient && c.data == Value::from("1\tx\n2\ty\n")));
     }
 }

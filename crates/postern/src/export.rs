@@ -219,6 +219,8 @@ impl Transcript {
                 }
             }
             EventBody::Decision(_) => {}
+            // Writers hold rows packed; a recording reads back as `Rows`.
+            EventBody::PackedRows(_) => {}
             EventBody::RowDescription(r) => {
                 self.flush_table(t);
                 self.columns = Some(r.columns.clone());

@@ -531,6 +531,8 @@ pub fn plan(events: &[Event]) -> Vec<Step> {
             }
             EventBody::Notice(_) | EventBody::Notification(_) => answering = true,
             EventBody::SessionStart(_) | EventBody::Intent(_) | EventBody::SessionEnd(_) => {}
+            // Writers hold rows packed; a recording reads back as `Rows`.
+            EventBody::PackedRows(_) => {}
         }
     }
     finish(&mut items, &mut cursor, &mut failed_at, &mut steps);

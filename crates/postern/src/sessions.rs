@@ -764,6 +764,8 @@ impl<'a, W: Write> Timeline<'a, W> {
                     ),
                 )?;
             }
+            // Writers hold rows packed; a recording reads back as `Rows`.
+            EventBody::PackedRows(_) => {}
             EventBody::SessionEnd(e) => {
                 self.flush_results()?;
                 let mut text = e.reason.clone();

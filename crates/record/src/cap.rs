@@ -12,7 +12,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::event::{ResultsTruncated, Value};
+use crate::event::{PackedRows, ResultsTruncated};
 
 /// How much result data to record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,23 +84,18 @@ pub(crate) struct CapState {
     oversized: bool,
 }
 
-/// The bytes of one row for the cap.
-pub(crate) fn row_bytes(row: &[Value]) -> u64 {
-    row.iter().map(|v| v.len() as u64).sum()
-}
-
 impl CapState {
     /// Keep the rows of `rows` that fit under `cap`; the rest are counted as omitted.
-    pub fn admit_rows(&mut self, cap: ResultCap, mut rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
+    pub fn admit_rows(&mut self, cap: ResultCap, rows: &mut PackedRows) {
         let limit = match cap {
-            ResultCap::Full => return rows,
+            ResultCap::Full => return,
             ResultCap::None => 0,
             ResultCap::First(n) => n,
         };
         let mut keep = 0;
         if !self.cutting {
-            for row in &rows {
-                let size = row_bytes(row);
+            for i in 0..rows.len() {
+                let size = rows.value_bytes(i);
                 if self.recorded + size > limit {
                     self.cutting = true;
                     break;
@@ -109,11 +104,11 @@ impl CapState {
                 keep += 1;
             }
         }
-        for row in rows.drain(keep..) {
+        for i in keep..rows.len() {
             self.omitted_rows += 1;
-            self.omitted_bytes += row_bytes(&row);
+            self.omitted_bytes += rows.value_bytes(i);
         }
-        rows
+        rows.truncate(keep);
     }
 
     /// Keep the prefix of `data` that fits under `cap`.
@@ -137,10 +132,10 @@ impl CapState {
     }
 
     /// Count a single row too large to frame, whatever the cap.
-    pub fn omit_oversized(&mut self, row: &[Value]) {
+    pub fn omit_oversized(&mut self, value_bytes: u64) {
         self.oversized = true;
         self.omitted_rows += 1;
-        self.omitted_bytes += row_bytes(row);
+        self.omitted_bytes += value_bytes;
     }
 
     /// A result ended: the marker to record if anything was left out, and a fresh count.
@@ -186,25 +181,33 @@ mod tests {
         assert_eq!(ResultCap::First(1000).to_string(), "first:1000B");
     }
 
-    fn rows(n: usize, width: usize) -> Vec<Vec<Value>> {
-        (0..n)
-            .map(|_| vec![Value::Text("x".repeat(width))])
-            .collect()
+    fn rows(n: usize, width: usize) -> PackedRows {
+        let value = "x".repeat(width);
+        let mut rows = PackedRows::default();
+        for _ in 0..n {
+            rows.push_values([Some(value.as_bytes())].into_iter());
+        }
+        rows
+    }
+
+    fn admitted(st: &mut CapState, cap: ResultCap, mut rows: PackedRows) -> usize {
+        st.admit_rows(cap, &mut rows);
+        rows.len()
     }
 
     #[test]
     fn keeps_a_prefix_per_result() {
         let cap = ResultCap::First(25);
         let mut st = CapState::default();
-        assert_eq!(st.admit_rows(cap, rows(2, 10)).len(), 2);
+        assert_eq!(admitted(&mut st, cap, rows(2, 10)), 2);
         // 20 recorded; the next 10-byte row does not fit, nor does anything after it.
-        assert_eq!(st.admit_rows(cap, rows(3, 10)).len(), 0);
-        assert_eq!(st.admit_rows(cap, rows(1, 1)).len(), 0);
+        assert_eq!(admitted(&mut st, cap, rows(3, 10)), 0);
+        assert_eq!(admitted(&mut st, cap, rows(1, 1)), 0);
         let marker = st.boundary(cap).unwrap();
         assert_eq!((marker.omitted_rows, marker.omitted_bytes), (4, 31));
         assert_eq!(marker.reason, "first:25B");
         // A new result starts from zero.
-        assert_eq!(st.admit_rows(cap, rows(2, 10)).len(), 2);
+        assert_eq!(admitted(&mut st, cap, rows(2, 10)), 2);
         assert!(st.boundary(cap).is_none());
     }
 

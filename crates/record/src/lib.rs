@@ -65,8 +65,8 @@ pub use cap::ResultCap;
 pub use error::RecordError;
 pub use event::{
     Column, Command, CommandComplete, CopyData, DecisionKind, DecisionRecord, Diagnostic,
-    Direction, Event, EventBody, EventKind, Gap, Intent, Notification, ResultsTruncated,
-    RowDescription, Rows, SessionEnd, SessionStart, Value,
+    Direction, Event, EventBody, EventKind, Gap, Intent, Notification, PackedRows,
+    ResultsTruncated, RowDescription, Rows, SessionEnd, SessionStart, Value,
 };
 pub use frame::MAX_RECORD;
 pub use manifest::{Manifest, ManifestLog, SealStatus};

@@ -22,9 +22,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::cap::{CapState, ResultCap, row_bytes};
+use crate::cap::{CapState, ResultCap};
 use crate::error::RecordError;
-use crate::event::{EventBody, EventKind, Gap, Rows, SessionEnd, SessionStart, Value};
+use crate::event::{EventBody, EventKind, Gap, PackedRows, SessionEnd, SessionStart, Value};
 use crate::frame::{chunk_header, push_event, session_binding};
 use crate::layout::validate_id;
 use crate::manifest::{Manifest, ManifestLog, SealStatus};
@@ -313,7 +313,14 @@ impl SessionRecorder {
                     body.kind()
                 )));
             }
-            EventBody::Rows(rows) => self.append_rows(rows.rows)?,
+            EventBody::PackedRows(rows) => self.append_rows(rows)?,
+            EventBody::Rows(rows) => {
+                let mut packed = PackedRows::default();
+                for row in &rows.rows {
+                    packed.push_values(row.iter().map(Value::as_bytes));
+                }
+                self.append_rows(packed)?
+            }
             EventBody::CopyData(mut copy) => {
                 let kept = match copy.data.as_bytes() {
                     Some(bytes) => self.cap.admit_bytes(self.cfg.results, bytes).len(),
@@ -439,33 +446,42 @@ impl SessionRecorder {
         }
     }
 
-    fn append_rows(&mut self, rows: Vec<Vec<Value>>) -> Result<(), RecordError> {
-        let mut rows = self.cap.admit_rows(self.cfg.results, rows);
-        while !rows.is_empty() {
-            // Take rows up to SPLIT_BYTES of values (at least one).
-            let mut size = 0;
-            let mut take = 0;
-            for row in &rows {
-                size += row_bytes(row);
-                take += 1;
-                if size >= SPLIT_BYTES {
-                    break;
-                }
+    fn append_rows(&mut self, mut rows: PackedRows) -> Result<(), RecordError> {
+        self.cap.admit_rows(self.cfg.results, &mut rows);
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Split so that no event holds much more than SPLIT_BYTES of values (at least a row).
+        let mut cuts = Vec::new();
+        let mut size = 0;
+        for i in 0..rows.len() {
+            size += rows.value_bytes(i);
+            if size >= SPLIT_BYTES && i + 1 < rows.len() {
+                cuts.push(i + 1);
+                size = 0;
             }
-            let rest = rows.split_off(take);
-            let batch = EventBody::Rows(Rows { rows });
-            match self.encode(&batch) {
-                Err(RecordError::TooLarge(_)) if take == 1 => {
-                    let EventBody::Rows(Rows { rows }) = batch else {
-                        unreachable!()
-                    };
-                    self.cap.omit_oversized(&rows[0]);
-                }
-                other => other?,
-            }
-            rows = rest;
+        }
+        if cuts.is_empty() {
+            return self.encode_rows(rows);
+        }
+        let mut from = 0;
+        for to in cuts.into_iter().chain([rows.len()]) {
+            self.encode_rows(rows.slice(from, to))?;
+            from = to;
         }
         Ok(())
+    }
+
+    /// Encode one batch; a single row too large to frame is left out (and counted) instead.
+    fn encode_rows(&mut self, rows: PackedRows) -> Result<(), RecordError> {
+        let single = (rows.len() == 1).then(|| rows.value_bytes(0));
+        match (self.encode(&EventBody::PackedRows(rows)), single) {
+            (Err(RecordError::TooLarge(_)), Some(value_bytes)) => {
+                self.cap.omit_oversized(value_bytes);
+                Ok(())
+            }
+            (other, _) => other,
+        }
     }
 
     fn result_boundary(&mut self) -> Result<(), RecordError> {
