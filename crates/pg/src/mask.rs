@@ -92,6 +92,8 @@ struct State {
     /// The result set being streamed, and its copy layout when it is COPY data.
     current: Option<Arc<Shape>>,
     copy: Option<(CopyFormat, Option<StatementPlan>)>,
+    /// One masked value at a time, reused row after row.
+    scratch: Vec<u8>,
 }
 
 impl State {
@@ -203,23 +205,45 @@ impl ResultMasking {
 
     // ---- server side: rewrite what needs it ----
 
-    /// The replacement for one server frame, or `None` to forward it unchanged.
-    pub fn on_server_frame(&self, frame_bytes: &[u8]) -> Result<Option<BytesMut>, FrameError> {
+    /// Writes the replacement for one server frame into `out` and returns true, or returns
+    /// false (writing nothing) to forward it unchanged. Rows, the bulk of the traffic, are
+    /// rewritten without allocating.
+    pub fn on_server_frame(
+        &self,
+        frame_bytes: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<bool, FrameError> {
         let tag = frame_bytes[0];
         let body = frame::body(frame_bytes);
         let mut state = lock(&self.state);
-        match tag {
-            b'T' => self.row_description(&mut state, body),
-            b'D' => {
-                let shape = match &state.current {
-                    Some(shape) => Some(Arc::clone(shape)),
-                    None => blind_shape(&state),
-                };
-                match shape {
-                    Some(shape) => self.data_row(&shape, body),
-                    None => self.scan_row(body),
-                }
+        if tag == b'D' {
+            let State {
+                current, scratch, ..
+            } = &mut *state;
+            if let Some(shape) = current {
+                return self.data_row(shape, body, out, scratch);
             }
+            return match blind_shape(&state) {
+                Some(shape) => self.data_row(&shape, body, out, &mut Vec::new()),
+                None => self.scan_row(body, out),
+            };
+        }
+        let replacement = self.other_frame(&mut state, tag, body)?;
+        Ok(replacement.is_some_and(|r| {
+            out.extend_from_slice(&r);
+            true
+        }))
+    }
+
+    /// The replacement for a server frame other than a row, or `None` to forward it unchanged.
+    fn other_frame(
+        &self,
+        state: &mut State,
+        tag: u8,
+        body: &[u8],
+    ) -> Result<Option<BytesMut>, FrameError> {
+        match tag {
+            b'T' => self.row_description(state, body),
             b'n' => {
                 if matches!(
                     state.expect.front(),
@@ -259,7 +283,7 @@ impl ResultMasking {
                     || state.front_plan().is_some_and(|p| p.touches_masked);
                 let out = self.notice(tag, body, touches)?;
                 if tag == b'E' {
-                    on_error(&mut state);
+                    on_error(state);
                 }
                 Ok(out)
             }
@@ -345,52 +369,77 @@ impl ResultMasking {
         }
     }
 
-    fn data_row(&self, shape: &Shape, body: &[u8]) -> Result<Option<BytesMut>, FrameError> {
+    /// Writes the masked row into `out` and returns true, or returns false when no value
+    /// changes. Values before the first change are copied as they are; `scratch` holds one
+    /// masked value at a time.
+    fn data_row(
+        &self,
+        shape: &Shape,
+        body: &[u8],
+        out: &mut BytesMut,
+        scratch: &mut Vec<u8>,
+    ) -> Result<bool, FrameError> {
         let scanning = self.masker.has_detectors();
         if !shape.masks_anything() && !scanning {
-            return Ok(None);
+            return Ok(false);
         }
-        let values = frame::data_row(body)?;
-        // The row is only re-encoded from its first changed value on; a row with nothing to
-        // change (the common case with detectors alone) allocates nothing.
-        let mut out: Option<(BytesMut, usize)> = None;
-        for (i, value) in values.iter().enumerate() {
-            let replacement = value.and_then(|v| {
-                let mask = shape.columns.get(i).copied().unwrap_or(ColumnMask::Derived);
-                if mask.is_masked() {
-                    let mut masked = Vec::new();
-                    self.masker.mask_value(mask, v, &mut masked);
-                    Some(masked)
-                } else if scanning && shape.scan.get(i).copied().unwrap_or(true) {
-                    self.masker.scrub(v)
-                } else {
-                    None
-                }
-            });
-            if replacement.is_some() && out.is_none() {
-                let mut row = BytesMut::with_capacity(body.len() + 16);
-                let at = frame::begin(&mut row, b'D');
-                row.put_i16(values.len() as i16);
-                for earlier in &values[..i] {
-                    put_value(&mut row, *earlier);
-                }
-                out = Some((row, at));
+        let mut r = Reader::new(body, "DataRow");
+        let n = r.i16()?.max(0);
+        let mut frame_at = None;
+        for i in 0..n as usize {
+            let value_at = body.len() - r.rest().len();
+            let len = r.i32()?;
+            let value = if len < 0 {
+                None
+            } else {
+                Some(r.bytes(len as usize)?)
+            };
+            let changed = value.is_some_and(|v| self.mask_into(shape, i, v, scanning, scratch));
+            if changed && frame_at.is_none() {
+                frame_at = Some(frame::begin(out, b'D'));
+                out.put_i16(n);
+                out.put_slice(&body[2..value_at]);
             }
-            if let Some((row, _)) = &mut out {
-                put_value(row, replacement.as_deref().or(*value));
+            if frame_at.is_some() {
+                put_value(out, if changed { Some(scratch) } else { value });
             }
         }
-        Ok(out.map(|(mut row, at)| {
-            frame::finish(&mut row, at);
-            row
-        }))
+        if let Some(at) = frame_at {
+            frame::finish(out, at);
+        }
+        Ok(frame_at.is_some())
+    }
+
+    /// Puts the masked form of value `i` of a row in `scratch`; false when it stays as it is.
+    fn mask_into(
+        &self,
+        shape: &Shape,
+        i: usize,
+        value: &[u8],
+        scanning: bool,
+        scratch: &mut Vec<u8>,
+    ) -> bool {
+        let mask = shape.columns.get(i).copied().unwrap_or(ColumnMask::Derived);
+        if mask.is_masked() {
+            scratch.clear();
+            self.masker.mask_value(mask, value, scratch);
+            return true;
+        }
+        if scanning
+            && shape.scan.get(i).copied().unwrap_or(true)
+            && let Some(clean) = self.masker.scrub(value)
+        {
+            *scratch = clean;
+            return true;
+        }
+        false
     }
 
     /// A row whose description the gateway never saw and whose statement needs no lineage
     /// masking: content detectors only.
-    fn scan_row(&self, body: &[u8]) -> Result<Option<BytesMut>, FrameError> {
+    fn scan_row(&self, body: &[u8], out: &mut BytesMut) -> Result<bool, FrameError> {
         if !self.masker.has_detectors() {
-            return Ok(None);
+            return Ok(false);
         }
         let n = frame::data_row(body)?.len();
         let shape = Shape {
@@ -399,7 +448,7 @@ impl ResultMasking {
             touches_masked: false,
             blind: false,
         };
-        self.data_row(&shape, body)
+        self.data_row(&shape, body, out, &mut Vec::new())
     }
 
     fn copy_data(
@@ -892,10 +941,7 @@ mod tests {
             t.put_i16(1);
         }
         frame::finish(&mut t, at);
-        let rewritten = m
-            .on_server_frame(&t)
-            .unwrap()
-            .expect("masked column retyped");
+        let rewritten = rewrite(&m, &t).expect("masked column retyped");
         let fields = frame::row_description(frame::body(&rewritten)).unwrap();
         assert_eq!((fields[0].type_oid, fields[1].type_oid), (23, TEXT_OID));
         // Bind + Execute later, rows without a RowDescription.
@@ -917,9 +963,62 @@ mod tests {
         d.put_i32(4);
         d.put_slice(b"\0\0\0\x09");
         frame::finish(&mut d, at);
-        let row = m.on_server_frame(&d).unwrap().expect("masked row");
+        let row = rewrite(&m, &d).expect("masked row");
         let values = frame::data_row(frame::body(&row)).unwrap();
         assert_eq!(values[0], Some(&[0u8, 0, 0, 7][..]));
         assert_eq!(values[1], Some(&b"[masked]"[..]));
+    }
+
+    fn rewrite(m: &ResultMasking, frame_bytes: &[u8]) -> Option<BytesMut> {
+        let mut out = BytesMut::new();
+        let changed = m.on_server_frame(frame_bytes, &mut out).unwrap();
+        assert_eq!(changed, !out.is_empty());
+        changed.then_some(out)
+    }
+
+    #[test]
+    fn a_row_is_rewritten_around_its_masked_value_and_kept_whole_otherwise() {
+        use ColumnMask::*;
+        let m = ResultMasking::new(Arc::new(Redact), Arc::new(MaskCatalog::default()));
+        m.on_query(Some(Arc::new(ResultPlan {
+            statements: vec![plan(vec![
+                OutputItem::Column(Clean),
+                OutputItem::Column(Clean),
+                OutputItem::Column(Derived),
+                OutputItem::Column(Clean),
+            ])],
+        })));
+        let mut t = BytesMut::new();
+        let at = frame::begin(&mut t, b'T');
+        t.put_i16(4);
+        for name in ["a", "b", "secret", "c"] {
+            frame::put_cstr(&mut t, name);
+            t.put_u32(0);
+            t.put_i16(0);
+            t.put_u32(TEXT_OID);
+            t.put_i16(-1);
+            t.put_i32(-1);
+            t.put_i16(0);
+        }
+        frame::finish(&mut t, at);
+        rewrite(&m, &t);
+        let row = |values: [Option<&[u8]>; 4]| {
+            let mut d = BytesMut::new();
+            let at = frame::begin(&mut d, b'D');
+            d.put_i16(4);
+            for v in values {
+                put_value(&mut d, v);
+            }
+            frame::finish(&mut d, at);
+            d
+        };
+        let sent = row([None, Some(b"x"), Some(b"s3cret"), Some(b"")]);
+        let masked = rewrite(&m, &sent).expect("masked row");
+        assert_eq!(
+            masked,
+            row([None, Some(b"x"), Some(b"[masked]"), Some(b"")])
+        );
+        // A NULL in the masked column changes nothing: the row goes as it came.
+        assert!(rewrite(&m, &row([None, Some(b"x"), None, Some(b"y")])).is_none());
     }
 }

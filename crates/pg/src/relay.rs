@@ -526,6 +526,8 @@ where
     let recording = ctx.recording.is_some();
     let mut capture = ResultCapture::default();
     let mut events = Vec::new();
+    // The rewritten form of the current frame, reused frame after frame.
+    let mut replacement = BytesMut::new();
     loop {
         let mut pos = 0;
         // Frames rewritten in this run (refusals, masked results) and the run around them;
@@ -542,39 +544,36 @@ where
                 break;
             }
             let frame_bytes = &buf[pos..pos + total];
-            let mut replacement = match &ctx.masking {
-                Some(masking) => match masking.on_server_frame(frame_bytes) {
+            replacement.clear();
+            let mut replaced = match &ctx.masking {
+                Some(masking) => match masking.on_server_frame(frame_bytes, &mut replacement) {
                     Ok(r) => r,
                     Err(e) => return RelayEnd::ServerProtocol(e),
                 },
-                None => None,
+                None => false,
             };
             ctx.latency.received(tag);
             if tag == b'E'
                 && let Some(ours) = refused_error(ctx, frame_bytes)
             {
-                replacement = Some(ours);
+                replacement.clear();
+                replacement.extend_from_slice(&ours);
+                replaced = true;
             }
-            let sent: &[u8] = replacement.as_deref().unwrap_or(frame_bytes);
+            let sent: &[u8] = if replaced { &replacement } else { frame_bytes };
             if recording
                 && (ctx.record_results || !is_result_data(tag))
                 && let Err(e) = capture.on_frame(sent, |e| events.push(e))
             {
                 return RelayEnd::ServerProtocol(e);
             }
-            if let Some(r) = replacement {
+            if replaced {
                 let out = rewritten.get_or_insert_with(|| BytesMut::with_capacity(buf.len() + 64));
                 out.extend_from_slice(&buf[copied_to..pos]);
-                out.extend_from_slice(&r);
+                out.extend_from_slice(&replacement);
                 copied_to = pos + total;
             }
             pos += total;
-        }
-        if recording {
-            capture.finish(|e| events.push(e));
-            if let Err(e) = ctx.record(&mut events, false) {
-                return RelayEnd::Recording(e);
-            }
         }
         if pos > 0 {
             let run = buf.split_to(pos);
@@ -588,6 +587,14 @@ where
             *traffic += out.len() as u64;
             if let Err(e) = write_all(client, &out).await {
                 return RelayEnd::Io("client write", e);
+            }
+        }
+        // Results are recorded once the client has them: they are not write-ahead (the next
+        // command's commit makes them durable), so encoding them need not delay the client.
+        if recording {
+            capture.finish(|e| events.push(e));
+            if let Err(e) = ctx.record(&mut events, false) {
+                return RelayEnd::Recording(e);
             }
         }
         reserve(&mut buf, ctx.max_server_frame);
