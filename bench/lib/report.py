@@ -19,6 +19,7 @@ LABELS = {
     "rows-psql": "2M rows psql",
     "rows-copy": "2M rows COPY",
     "rows-masked": "2M rows masked col",
+    "verify": "postern verify, 1 core",
 }
 CONFIG_ORDER = ["direct", "pgbouncer", "haproxy"]
 
@@ -120,6 +121,15 @@ def main(path):
                                          f"{before / 1024:.1f} → {after / 1024:.1f} MiB)")
                 rows.append([label(w, meta), c, "-", "-", "-", "-", "-", "-",
                              fmt(after / 1024 if after else None, 1), "-", "-", "; ".join(note_parts)])
+                continue
+            if w == "verify":
+                r = ok[0] if ok else {}
+                if r.get("mb_per_s") is not None:
+                    note_parts.insert(0, f"**{r['mb_per_s']:,.0f} MB/s** of recording "
+                                         f"({r['bytes'] / 1e6:,.0f} MB, {r.get('events') or '?'} "
+                                         f"events; CPU s per pass)")
+                rows.append([label(w, meta), c, "-", "-", "-", fmt(r.get("seconds"), 2), "-", "-",
+                             "-", fmt(r.get("cpu_s"), 2), "-", "; ".join(note_parts)])
                 continue
             tps = median([r.get("tps") for r in ok])
             lat = median([r.get("lat_ms") for r in ok])
