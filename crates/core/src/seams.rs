@@ -75,6 +75,23 @@ pub trait SessionPolicy: Send {
     fn result_plan(&mut self, _command: &Command<'_>) -> Option<Arc<ResultPlan>> {
         None
     }
+
+    /// [`SessionPolicy::decide`], then (when `plan` is set and the command is not blocked)
+    /// [`SessionPolicy::result_plan`], in one call: an implementation can read the text once
+    /// for both.
+    fn decide_and_plan(
+        &mut self,
+        command: &Command<'_>,
+        plan: bool,
+    ) -> (Decision, Option<Arc<ResultPlan>>) {
+        let decision = self.decide(command);
+        let plan = match decision {
+            Decision::Block { .. } => None,
+            _ if plan => self.result_plan(command),
+            _ => None,
+        };
+        (decision, plan)
+    }
 }
 
 /// The policy used until rules are configured: every command is allowed.

@@ -364,12 +364,8 @@ fn inspect(
         text,
         statement,
     };
-    let decision = policy.decide(&command);
+    let (decision, plan) = policy.decide_and_plan(&command, ctx.masking.is_some());
     if let Some(masking) = &ctx.masking {
-        let plan = match decision {
-            Decision::Block { .. } => None,
-            _ => policy.result_plan(&command),
-        };
         match statement {
             Some(name) => masking.on_parse(name, plan),
             None => masking.on_query(plan),

@@ -5,7 +5,7 @@
 //! statements prepared under each name (so `EXECUTE name` is judged by what it runs) and
 //! whether the session changed how the server reads string literals.
 
-use crate::analysis::{Lexing, StatementAnalysis};
+use crate::analysis::{Analysis, Lexing, StatementAnalysis};
 use crate::cache::{Analyzer, DEFAULT_CACHE_ENTRIES};
 use crate::class::StatementClass;
 use crate::config::{Action, MaskConfig, PolicyConfig};
@@ -336,18 +336,32 @@ impl RuleSession {
     }
 }
 
-impl SessionPolicy for RuleSession {
-    fn decide(&mut self, command: &Command<'_>) -> Decision {
-        if (self.applicable.is_empty() && self.masking.is_none())
+impl RuleSession {
+    /// True when nothing about this command needs reading: no rule or mask applies, or it is
+    /// not a statement.
+    fn passes_unread(&self, command: &Command<'_>) -> bool {
+        (self.applicable.is_empty() && self.masking.is_none())
             || command.source == CommandSource::Other
-        {
-            return Decision::Allow;
-        }
-        let analyzer = Arc::clone(&self.shared.analyzer);
-        let standard = analyzer.analyze_as(command.text, Lexing::Standard);
+    }
+
+    /// How the server reads `text` now and, once the session has changed how string literals
+    /// are read, the other way too.
+    fn readings(&self, text: &str) -> (Arc<Analysis>, Option<Arc<Analysis>>) {
+        let analyzer = &self.shared.analyzer;
+        let standard = analyzer.analyze_as(text, Lexing::Standard);
         let legacy = self
             .lexing_changed
-            .then(|| analyzer.analyze_as(command.text, Lexing::BackslashEscapes));
+            .then(|| analyzer.analyze_as(text, Lexing::BackslashEscapes));
+        (standard, legacy)
+    }
+
+    /// The decision on `command`, read as `standard` (and `legacy`).
+    fn decide_on(
+        &mut self,
+        command: &Command<'_>,
+        standard: &Analysis,
+        legacy: Option<&Analysis>,
+    ) -> Decision {
         let total = standard.statements.len();
         let statements = standard
             .statements
@@ -389,7 +403,11 @@ impl SessionPolicy for RuleSession {
                     });
                 }
             }
-            let resolved = (command.source == CommandSource::Prepare).then(|| view.resolved());
+            // What a named prepared statement will run is kept for its EXECUTEs; the unnamed
+            // one is replaced by the next Parse, so it is not copied.
+            let resolved = (command.source == CommandSource::Prepare
+                && command.statement.is_some_and(|name| !name.is_empty()))
+            .then(|| view.resolved());
             lexing_changed |= stmt.changes_lexing;
             if let Some((name, inner)) = &stmt.prepares {
                 self.remember(name, StatementAnalysis::clone(inner));
@@ -429,6 +447,16 @@ impl SessionPolicy for RuleSession {
             }
         }
     }
+}
+
+impl SessionPolicy for RuleSession {
+    fn decide(&mut self, command: &Command<'_>) -> Decision {
+        if self.passes_unread(command) {
+            return Decision::Allow;
+        }
+        let (standard, legacy) = self.readings(command.text);
+        self.decide_on(command, &standard, legacy.as_deref())
+    }
 
     fn masking(&self) -> Option<SessionMasking> {
         self.masking.as_ref().map(|m| SessionMasking {
@@ -444,25 +472,62 @@ impl SessionPolicy for RuleSession {
     }
 
     fn result_plan(&mut self, command: &Command<'_>) -> Option<Arc<ResultPlan>> {
-        let masking = self.masking.as_mut()?;
-        if command.source == CommandSource::Other {
+        if self.masking.is_none() || command.source == CommandSource::Other {
             return None;
         }
         let analysis = self.shared.analyzer.analyze(command.text);
-        if self.lexing_changed
-            && *analysis
-                != *self
-                    .shared
-                    .analyzer
-                    .analyze_as(command.text, Lexing::BackslashEscapes)
-        {
-            // The session changed how the server reads string literals and the two readings
-            // differ: which columns come back cannot be told, so none is trusted.
-            return Some(Arc::new(ResultPlan {
-                statements: vec![StatementPlan::opaque()],
-            }));
+        self.plan_on(command.text, &analysis, None)
+    }
+
+    fn decide_and_plan(
+        &mut self,
+        command: &Command<'_>,
+        plan: bool,
+    ) -> (Decision, Option<Arc<ResultPlan>>) {
+        if self.passes_unread(command) {
+            return (Decision::Allow, None);
         }
-        let statements = analysis
+        let (standard, legacy) = self.readings(command.text);
+        let decision = self.decide_on(command, &standard, legacy.as_deref());
+        let plan = match decision {
+            Decision::Block { .. } => None,
+            _ if plan => self.plan_on(command.text, &standard, legacy.as_deref()),
+            _ => None,
+        };
+        (decision, plan)
+    }
+}
+
+impl RuleSession {
+    /// How to mask the results of `text`, read as `standard` (and `legacy`, when the session
+    /// had already changed how literals are read before this command).
+    fn plan_on(
+        &mut self,
+        text: &str,
+        standard: &Analysis,
+        legacy: Option<&Analysis>,
+    ) -> Option<Arc<ResultPlan>> {
+        let masking = self.masking.as_mut()?;
+        if self.lexing_changed {
+            let differs = match legacy {
+                Some(legacy) => *standard != *legacy,
+                None => {
+                    *standard
+                        != *self
+                            .shared
+                            .analyzer
+                            .analyze_as(text, Lexing::BackslashEscapes)
+                }
+            };
+            if differs {
+                // The session changed how the server reads string literals and the two
+                // readings differ: which columns come back cannot be told, so none is trusted.
+                return Some(Arc::new(ResultPlan {
+                    statements: vec![StatementPlan::opaque()],
+                }));
+            }
+        }
+        let statements = standard
             .statements
             .iter()
             .map(|stmt| Self::statement_plan(masking, &self.prepared, stmt))

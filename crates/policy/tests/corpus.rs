@@ -1006,6 +1006,80 @@ fn texts_read_differently_after_a_lexing_change_are_masked_as_opaque() {
     );
 }
 
+#[test]
+fn deciding_and_planning_at_once_matches_the_two_calls() {
+    // The engine asks for both in one call (the text is read once); a session driven that way
+    // must end up with the same decisions and plans as one asked twice, through prepared
+    // statements and a mid-session change of how literals are read.
+    let config = PolicyConfig::from_toml(
+        "[[masks]]\nname = \"customer-pii\"\ncolumns = [\"customers.email\"]\n",
+    )
+    .unwrap();
+    let policy = RulePolicy::new(config).unwrap();
+    let open = || policy.open_session(&identity(IdentityKind::Agent), &target("shop"));
+    let (mut once, mut twice) = (open(), open());
+    let steps: &[(CommandSource, Option<&str>, &str)] = &[
+        (
+            CommandSource::SimpleQuery,
+            None,
+            "SELECT email FROM customers",
+        ),
+        (
+            CommandSource::Prepare,
+            Some("s1"),
+            "SELECT id, email FROM customers WHERE id = $1",
+        ),
+        (
+            CommandSource::Prepare,
+            Some(""),
+            "SELECT name FROM customers",
+        ),
+        (CommandSource::SimpleQuery, None, "EXECUTE s1(1)"),
+        (
+            CommandSource::SimpleQuery,
+            None,
+            "PREPARE s2 AS SELECT upper(email) FROM customers",
+        ),
+        (CommandSource::SimpleQuery, None, "EXECUTE s2"),
+        (
+            CommandSource::SimpleQuery,
+            None,
+            "SELECT set_config('my.x', email, false) FROM customers",
+        ),
+        (
+            CommandSource::SimpleQuery,
+            None,
+            "SET standard_conforming_strings = off",
+        ),
+        (
+            CommandSource::SimpleQuery,
+            None,
+            "SELECT 'a\\' , email FROM customers -- '",
+        ),
+        (CommandSource::SimpleQuery, None, "SELECT id FROM customers"),
+        (
+            CommandSource::Prepare,
+            Some("s3"),
+            "SELECT 'x\\' , email FROM customers -- '",
+        ),
+    ];
+    for &(source, statement, text) in steps {
+        let command = Command {
+            source,
+            text,
+            statement,
+        };
+        let (decision, plan) = once.decide_and_plan(&command, true);
+        let expected = twice.decide(&command);
+        let expected_plan = match expected {
+            Decision::Block { .. } => None,
+            _ => twice.result_plan(&command),
+        };
+        assert_eq!(decision, expected, "{text}");
+        assert_eq!(plan, expected_plan, "{text}");
+    }
+}
+
 fn psql_catalog_queries() -> Vec<String> {
     let mut queries = Vec::new();
     let mut current = String::new();

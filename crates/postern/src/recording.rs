@@ -152,6 +152,7 @@ impl Recorder for GatewayRecorder {
         Ok(Some(Box::new(Metered {
             counted: recorder.bytes_written(),
             inner: recorder,
+            bytes: metrics::counter!(RECORDING_BYTES),
         })))
     }
 }
@@ -164,13 +165,17 @@ struct Metered {
     inner: SessionRecorder,
     /// Bytes already counted.
     counted: u64,
+    /// The counter, looked up once per session rather than per event.
+    bytes: metrics::Counter,
 }
 
 impl Metered {
     fn count(&mut self) {
         let now = self.inner.bytes_written();
-        metrics::counter!(RECORDING_BYTES).increment(now.saturating_sub(self.counted));
-        self.counted = now;
+        if now != self.counted {
+            self.bytes.increment(now.saturating_sub(self.counted));
+            self.counted = now;
+        }
     }
 }
 
@@ -192,12 +197,13 @@ impl SessionRecording for Metered {
     }
 
     fn seal(self: Box<Self>, end: SessionEnd) -> Result<(), RecordingError> {
-        let counted = self.counted;
-        let receipt = self
-            .inner
-            .seal(end)
-            .map_err(|e| RecordingError(e.to_string()))?;
-        metrics::counter!(RECORDING_BYTES).increment(receipt.bytes.saturating_sub(counted));
+        let Metered {
+            inner,
+            counted,
+            bytes,
+        } = *self;
+        let receipt = inner.seal(end).map_err(|e| RecordingError(e.to_string()))?;
+        bytes.increment(receipt.bytes.saturating_sub(counted));
         Ok(())
     }
 }

@@ -195,7 +195,12 @@ async fn statements_differing_only_in_values_are_parsed_once() {
     let text = body.as_str().unwrap();
     let hits = sample(text, "postern_analysis_cache_hits_total").expect(text);
     let misses = sample(text, "postern_analysis_cache_misses_total").expect(text);
-    assert!(hits >= 600.0, "hits {hits}\n{text}");
+    // Every statement is read once (its decision and its masking plan share the reading).
+    assert!(
+        hits + misses >= 600.0,
+        "hits {hits}, misses {misses}\n{text}"
+    );
+    assert!(hits >= 580.0, "hits {hits}\n{text}");
     assert!(
         misses <= 20.0,
         "600 statements of one shape: misses {misses}\n{text}"
