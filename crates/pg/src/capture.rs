@@ -85,6 +85,10 @@ fn bind(body: &[u8]) -> Result<Command, FrameError> {
     Ok(Command::bind(portal, statement, params))
 }
 
+/// Buffers reused across batches are dropped once a huge message grew them beyond this, so a
+/// session's memory goes back down after it.
+const KEEP_BYTES: usize = 1 << 20;
+
 /// Collects what the server sends into events, batching consecutive rows into one event and
 /// consecutive COPY data into one event (a COPY sends a message per row). Rows are copied as
 /// they are into one buffer ([`PackedRows`]): a `DataRow` body is already in its layout.
@@ -161,6 +165,9 @@ impl ResultCapture {
                 &self.copy,
             )));
             self.copy.clear();
+            if self.copy.capacity() > KEEP_BYTES {
+                self.copy = Vec::new();
+            }
         }
     }
 }

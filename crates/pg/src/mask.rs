@@ -73,6 +73,9 @@ enum Expect {
     Sync,
 }
 
+/// The largest masked-value buffer kept between rows.
+const KEEP_SCRATCH: usize = 1 << 20;
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -221,7 +224,12 @@ impl ResultMasking {
                 current, scratch, ..
             } = &mut *state;
             if let Some(shape) = current {
-                return self.data_row(shape, body, out, scratch);
+                let rewritten = self.data_row(shape, body, out, scratch);
+                if scratch.capacity() > KEEP_SCRATCH {
+                    // One huge value grew it; do not keep that memory for the session's life.
+                    *scratch = Vec::new();
+                }
+                return rewritten;
             }
             return match blind_shape(&state) {
                 Some(shape) => self.data_row(&shape, body, out, &mut Vec::new()),

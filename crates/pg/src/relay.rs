@@ -585,6 +585,10 @@ where
                 return RelayEnd::Io("client write", e);
             }
         }
+        if replacement.capacity() > READ_BUF * 64 {
+            // A huge rewritten frame grew it; do not keep that memory for the session's life.
+            replacement = BytesMut::new();
+        }
         // Results are recorded once the client has them: they are not write-ahead (the next
         // command's commit makes them durable), so encoding them need not delay the client.
         if recording {
