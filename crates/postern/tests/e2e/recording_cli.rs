@@ -238,6 +238,14 @@ fn a_psql_session_is_recorded_verified_shown_exported_and_replayed() {
             .iter()
             .any(|e| e["type"] == "error" && e["code"] == "42P01")
     );
+    // COPY out: what the client received, whole (the server's one message per row recorded
+    // as one batch).
+    let copied_out: String = events
+        .iter()
+        .filter(|e| e["type"] == "copy_data" && e["direction"] == "to_client")
+        .map(|e| e["data"].as_str().expect("text COPY data"))
+        .collect();
+    assert_eq!(copied_out, "1\tone\n2\ttwo\n");
     let shown = postern(&fx.gw, &["sessions", "show", &id, "--json"]);
     assert_eq!(
         stdout(&shown),
