@@ -20,6 +20,7 @@ LABELS = {
     "rows-copy": "2M rows COPY",
     "rows-masked": "2M rows masked col",
     "verify": "postern verify, 1 core",
+    "verify-all": "postern verify all, 1 core",
 }
 CONFIG_ORDER = ["direct", "pgbouncer", "haproxy"]
 
@@ -122,7 +123,7 @@ def main(path):
                 rows.append([label(w, meta), c, "-", "-", "-", "-", "-", "-",
                              fmt(after / 1024 if after else None, 1), "-", "-", "; ".join(note_parts)])
                 continue
-            if w == "verify":
+            if w in ("verify", "verify-all"):
                 r = ok[0] if ok else {}
                 if r.get("mb_per_s") is not None:
                     note_parts.insert(0, f"**{r['mb_per_s']:,.0f} MB/s** of recording "

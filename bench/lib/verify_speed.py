@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Times `postern verify` of the largest recording under a recordings directory, on one core.
+"""Times `postern verify` on one core: the largest recording under a recordings directory, or
+(--all) the whole directory, every recording and manifest log in it.
 
-bench/run calls it after the large-result workloads, whose recordings are the biggest a run
-makes. It pins the verifier to CPU 0 (taskset), runs it --runs times and prints one JSON line:
-{"bytes", "events", "cpu_s", "seconds", "mb_per_s", "error"} with the median CPU time (user +
-system, from the children's rusage) and the throughput it gives (MB = 10^6 bytes of chunk
-files). A recording that does not verify is an error, not a figure.
+bench/run calls it after the workloads: the largest recording is a 2M-row read (large events);
+the whole directory is mostly pgbench sessions (one small event per message, the slowest kind
+to verify per byte). It pins the verifier to CPU 0 (taskset), runs it --runs times and prints
+one JSON line: {"bytes", "events", "cpu_s", "seconds", "mb_per_s", "error"} with the median CPU
+time (user + system, from the children's rusage) and the throughput it gives (MB = 10^6 bytes
+of chunk files). A recording that does not verify is an error, not a figure.
 """
 
 import argparse
@@ -25,6 +27,13 @@ def size_of(path):
         for f in os.listdir(path)
         if f.startswith("chunk-")
     )
+
+
+def recordings(root):
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not name.startswith("_"):
+            yield path
 
 
 def largest_recording(root):
@@ -55,12 +64,17 @@ def main():
     ap.add_argument("--key", required=True)
     ap.add_argument("--recordings", required=True)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--all", action="store_true", help="verify the whole directory")
     args = ap.parse_args()
-    found = largest_recording(args.recordings)
-    if found is None:
-        print(json.dumps({"error": f"no recording under {args.recordings}"}))
-        return
-    path, size = found
+    if args.all:
+        path = args.recordings
+        size = sum(size_of(p) for p in recordings(path))
+    else:
+        found = largest_recording(args.recordings)
+        if found is None:
+            print(json.dumps({"error": f"no recording under {args.recordings}"}))
+            return
+        path, size = found
     cmd = [args.postern, "verify", "--key", args.key, path]
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", "0"] + cmd

@@ -15,6 +15,8 @@
 //! | an edited event with a recomputed check | the first checkpoint after it: root mismatch, naming the event range and chunks |
 //! | a checkpoint edited or forged       | that checkpoint: signature does not verify       |
 
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -398,9 +400,14 @@ pub(crate) fn scan(dir: &Path, key: &VerifyingKey, lenient: bool) -> Result<Scan
     let mut range_first_chunk = 0;
     let mut range_open = true;
     let count = chunk_files.len();
+    // One buffer for every chunk: its pages stay mapped from one chunk to the next.
+    let mut bytes = Vec::new();
     for (i, (chunk, path)) in chunk_files.into_iter().enumerate() {
         let is_last = i + 1 == count;
-        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        bytes.clear();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(io_err(&path))?;
         if bytes.is_empty() && is_last {
             // A chunk file created by an append that then failed and was cut back.
             continue;
