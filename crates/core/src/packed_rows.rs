@@ -38,7 +38,8 @@ impl PackedRows {
         Ok(())
     }
 
-    /// Appends a row of values (`None` is NULL).
+    /// Appends a row of values (`None` is NULL). A row holds at most `i16::MAX` values (the
+    /// layout's count; PostgreSQL's own limit is 1,664 columns): any beyond are not kept.
     pub fn push_values<'v>(&mut self, values: impl ExactSizeIterator<Item = Option<&'v [u8]>>) {
         self.starts.push(self.data.len());
         self.data
@@ -64,7 +65,7 @@ impl PackedRows {
         self.starts.is_empty()
     }
 
-    /// The values of row `index` (`None` is NULL).
+    /// The values of row `index` (`None` is NULL); `index` must be below [`PackedRows::len`].
     pub fn row(&self, index: usize) -> RowValues<'_> {
         let end = self
             .starts
