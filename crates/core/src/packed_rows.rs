@@ -118,6 +118,17 @@ impl PackedRows {
     }
 }
 
+/// The same rows packed (what a writer does with rows handed over as values).
+impl From<&Rows> for PackedRows {
+    fn from(rows: &Rows) -> Self {
+        let mut packed = PackedRows::default();
+        for row in &rows.rows {
+            packed.push_values(row.iter().map(Value::as_bytes));
+        }
+        packed
+    }
+}
+
 /// Bytes a well-formed row at the start of `row` occupies.
 fn encoded_len(row: &[u8]) -> Result<usize, MalformedRow> {
     let Some(count) = row.get(..2) else {
@@ -252,6 +263,7 @@ mod tests {
             serde_json::to_string(&packed).unwrap(),
             serde_json::to_string(&packed.to_rows()).unwrap()
         );
+        assert_eq!(PackedRows::from(&packed.to_rows()), packed);
         assert_eq!(
             serde_json::to_string(&packed).unwrap(),
             r#"{"rows":[[null,"héllo",{"b64":"/wA="}],[""]]}"#

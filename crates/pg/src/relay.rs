@@ -371,13 +371,11 @@ fn inspect(
             None => masking.on_query(plan),
         }
     }
-    if matches!(decision, Decision::Allow) {
-        ctx.allowed.increment(1);
-        return Ok((decision, Verdict::Forward));
-    }
-    metrics::counter!(crate::metrics::STATEMENTS, "decision" => decision.as_str()).increment(1);
     let verdict = match &decision {
-        Decision::Allow => return Ok((decision, Verdict::Forward)),
+        Decision::Allow => {
+            ctx.allowed.increment(1);
+            return Ok((decision, Verdict::Forward));
+        }
         Decision::Block { rule, reason } => {
             Verdict::Refuse(format!("blocked by rule \"{rule}\": {reason}"))
         }
@@ -393,6 +391,7 @@ fn inspect(
             })
         }
     };
+    metrics::counter!(crate::metrics::STATEMENTS, "decision" => decision.as_str()).increment(1);
     tracing::info!(
         subject = %ctx.identity.subject,
         target = %ctx.target.name,

@@ -75,16 +75,6 @@ impl SessionThreads {
         })
     }
 
-    /// How many threads run sessions.
-    pub fn len(&self) -> usize {
-        self.threads.len()
-    }
-
-    /// True when there are no threads (never, once started).
-    pub fn is_empty(&self) -> bool {
-        self.threads.is_empty()
-    }
-
     /// The least loaded thread for a new session (ties go round-robin, so sessions that open
     /// together spread out), and the placement that counts it there.
     pub fn place(&self) -> (&Handle, Placement) {

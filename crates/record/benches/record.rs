@@ -12,39 +12,12 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use postern_record::*;
-use std::path::Path;
-use std::sync::Arc;
 
-fn signer() -> Arc<Signer> {
-    Arc::new(Signer::new("postern.bench", SigningKey::from_bytes(&[7; 32])).unwrap())
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-fn start(id: &str) -> SessionStart {
-    SessionStart {
-        session_id: id.into(),
-        started_at_unix_us: 0,
-        subject: "bench-agent".into(),
-        groups: vec![],
-        identity_kind: "agent".into(),
-        issuer: Some("postern".into()),
-        target: "bench".into(),
-        protocol: "postgres".into(),
-        client_addr: Some("127.0.0.1:50000".into()),
-        node: "node-1".into(),
-        policy_version: None,
-        attributes: Default::default(),
-    }
-}
-
-fn recorder(dir: &Path, id: &str) -> SessionRecorder {
-    let sink = LocalDirSink::create(dir, id).unwrap();
-    SessionRecorder::start(
-        start(id),
-        Box::new(sink),
-        signer(),
-        RecorderConfig::default(),
-    )
-    .unwrap()
+fn recorder(dir: &std::path::Path, id: &str) -> SessionRecorder {
+    common::open(dir, id, RecorderConfig::default())
 }
 
 fn one_row(values: &[&str]) -> PackedRows {
@@ -116,7 +89,7 @@ fn verify(c: &mut Criterion) {
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
-    let key = signer().verifying_key();
+    let key = common::key();
     let mut group = c.benchmark_group("verify");
     group.throughput(Throughput::Bytes(bytes));
     group.sample_size(20);

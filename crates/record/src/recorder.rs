@@ -314,13 +314,7 @@ impl SessionRecorder {
                 )));
             }
             EventBody::PackedRows(rows) => self.append_rows(rows)?,
-            EventBody::Rows(rows) => {
-                let mut packed = PackedRows::default();
-                for row in &rows.rows {
-                    packed.push_values(row.iter().map(Value::as_bytes));
-                }
-                self.append_rows(packed)?
-            }
+            EventBody::Rows(rows) => self.append_rows(PackedRows::from(&rows))?,
             EventBody::CopyData(mut copy) => {
                 let kept = match copy.data.as_bytes() {
                     Some(bytes) => self.cap.admit_bytes(self.cfg.results, bytes).len(),
